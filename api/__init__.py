@@ -1,0 +1,1 @@
+"""FastAPI sidecar: the config control plane and the workflows API (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""Streamlit dashboard: runs, metric curves, model versions and promotions, config, workflows."""

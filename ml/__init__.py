@@ -1,0 +1,1 @@
+"""The ML core: queue simulator, PPO, predictor, Ray RLlib/Tune, Optuna, registry."""

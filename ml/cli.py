@@ -1,0 +1,176 @@
+"""Command-line entry points of the ML core.
+
+- ``trainer``: the seed's unified trainer (``python ml/trainer_full.py <command>``); its commands
+  land with their issues, under the seed's names and flags, and are also ``pmx <command>``.
+- ``sim``: the simulator's tools (``pmx sim dataset|evaluate|describe``).
+- ``demo``: the main job on embedded defaults (``pmx demo``, run by ``make up``).
+
+Results go to stdout as JSON; logs go to stderr. Bad input exits non-zero with a message.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ml.sim.config import SimConfig
+from prioritymax.settings import get_settings
+
+SIM_DEFAULTS = SimConfig()
+
+TRAFFIC_HELP = "traffic: 'synthetic' or a CSV of timestamp,count rows (default: the NASA trace)"
+
+
+def emit(result: Any) -> None:
+    """Print a command's result as JSON on stdout."""
+    click.echo(json.dumps(result, indent=2, default=str))
+
+
+class TrainerGroup(click.Group):
+    """Commands listed in the order they were added (the seed's order), not alphabetically."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+@click.group(cls=TrainerGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def trainer() -> None:
+    """PriorityMax Unified Trainer: PPO, predictors, canary gating, RLlib, Tune, Optuna."""
+
+
+def _load_series(source: str, *, timestamp_col: str, count_col: str):
+    from ml.sim.traffic import load_trace, synthetic_series
+
+    config = SIM_DEFAULTS
+    if source == "synthetic":
+        series = synthetic_series(step_seconds=config.step_seconds)
+    else:
+        series = load_trace(
+            source or get_settings().trace_path,
+            timestamp_col=timestamp_col,
+            count_col=count_col,
+            step_seconds=config.step_seconds,
+        )
+    return series.scaled_to(config.mean_arrival_rate), config
+
+
+def traffic_options(command):
+    command = click.option("--count-col", default="requests", show_default=True,
+                           help="column of request counts in the CSV")(command)
+    command = click.option("--timestamp-col", default="timestamp", show_default=True,
+                           help="column of timestamps in the CSV")(command)
+    return click.option("--traffic", "source", default="", help=TRAFFIC_HELP)(command)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def sim() -> None:
+    """The PriorityMax queue simulator: datasets, baseline evaluations, traffic."""
+
+
+@sim.command("describe")
+@traffic_options
+def sim_describe(source: str, timestamp_col: str, count_col: str) -> None:
+    """Load a traffic source and describe it (rows, segments, gaps, rates)."""
+    series, _ = _load_series(source, timestamp_col=timestamp_col, count_col=count_col)
+    emit(series.describe())
+
+
+@sim.command("dataset")
+@traffic_options
+@click.option("--policy", default="hpa", show_default=True, help="baseline that drives the pool")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CSV to write (default: <data home>/data/<source>/queue_metrics.csv)")
+@click.option("--seed", default=0, show_default=True)
+def sim_dataset(source: str, timestamp_col: str, count_col: str, policy: str, out: Path | None,
+                seed: int) -> None:
+    """Write queue_metrics.csv: per-step simulator metrics and the target queue_next_sec."""
+    from ml.sim.dataset import build_queue_metrics, write_queue_metrics
+    from ml.sim.policies import make_baseline
+
+    series, config = _load_series(source, timestamp_col=timestamp_col, count_col=count_col)
+    frame = build_queue_metrics(series, policy=make_baseline(policy, config), config=config,
+                                seed=seed)
+    path = write_queue_metrics(
+        frame, out or get_settings().data_dir / series.name / "queue_metrics.csv"
+    )
+    emit({"path": str(path), "rows": len(frame), "columns": list(frame.columns)})
+
+
+@sim.command("evaluate")
+@traffic_options
+@click.option("--policy", "policies", multiple=True, default=["hpa"], show_default=True,
+              help="baseline to evaluate (repeat for several)")
+@click.option("--episodes", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--split", type=click.Choice(["all", "train", "holdout"]), default="holdout",
+              show_default=True, help="which time slice of the traffic to run on")
+@click.option("--holdout-fraction", default=0.2, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@click.option("--seed", default=0, show_default=True, help="first episode seed")
+def sim_evaluate(source: str, timestamp_col: str, count_col: str, policies: tuple[str, ...],
+                 episodes: int, split: str, holdout_fraction: float, seed: int) -> None:
+    """Run baseline policies over the same seeded episodes; mean ± 95% CI per metric."""
+    from ml.sim.evaluate import evaluate_policy
+    from ml.sim.policies import make_baseline
+
+    series, config = _load_series(source, timestamp_col=timestamp_col, count_col=count_col)
+    if split != "all":
+        series = dict(zip(("train", "holdout"), series.split(holdout_fraction), strict=True))[split]
+    seeds = list(range(seed, seed + episodes))
+    emit({
+        name: evaluate_policy(make_baseline(name, config), series, seeds=seeds,
+                              config=config).summary()
+        for name in policies
+    })
+
+
+@click.command("demo")
+@click.option("--trace", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="trace CSV (default: PRIORITYMAX_TRACE, else the NASA HTTP trace)")
+@click.option("--synthetic-days", default=28, show_default=True, type=click.IntRange(min=1))
+@click.option("--episodes", default=8, show_default=True, type=click.IntRange(min=1),
+              help="holdout episodes per policy")
+@click.option("--holdout-fraction", default=0.2, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@click.option("--episode-steps", default=SIM_DEFAULTS.episode_steps, show_default=True,
+              type=click.IntRange(min=1), help="steps per evaluation episode")
+@click.option("--seed", default=0, show_default=True)
+def demo(trace: Path | None, synthetic_days: int, episodes: int, holdout_fraction: float,
+         episode_steps: int, seed: int) -> None:
+    """The main job: datasets from the trace and the synthetic source, every baseline on the
+    holdout, one JSON summary."""
+    from ml.demo import run_demo
+
+    settings = get_settings()
+    emit(run_demo(
+        trace=trace or settings.trace_path,
+        data_dir=settings.data_dir,
+        config=SIM_DEFAULTS.replace(episode_steps=episode_steps),
+        synthetic_days=synthetic_days,
+        episodes=episodes,
+        holdout_fraction=holdout_fraction,
+        seed=seed,
+    ))
+
+
+def run(group: click.Group) -> None:
+    """Run a click group with logging configured and domain errors shown as one-line messages."""
+    from prioritymax.logs import configure_logging
+
+    configure_logging()
+    try:
+        group.main(standalone_mode=False)
+    except click.exceptions.Exit as stop:
+        sys.exit(stop.exit_code)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(2 if isinstance(error, FileNotFoundError) else 1)

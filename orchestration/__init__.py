@@ -1,0 +1,1 @@
+"""Dagster definitions of the workbench: assets, asset checks, jobs, schedules and sensors."""

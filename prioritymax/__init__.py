@@ -1,0 +1,1 @@
+"""Shared foundation of the PriorityMax Workbench: settings, logging and the `pmx` CLI."""

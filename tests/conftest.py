@@ -1,0 +1,43 @@
+"""Shared fixtures: an isolated data home per test and small traffic series."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from prioritymax.settings import BUNDLED_TRACE, get_settings
+
+
+@pytest.fixture(autouse=True)
+def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own PRIORITYMAX_HOME; nothing leaks into ./var."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("PRIORITYMAX_HOME", str(home))
+    get_settings.cache_clear()
+    yield home
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def nasa_trace() -> Path:
+    """The NASA HTTP trace (the copy in the package; identical to ../shared/data's)."""
+    return BUNDLED_TRACE
+
+
+def write_trace(path: Path, timestamps, counts, header=("timestamp", "requests")) -> Path:
+    pd.DataFrame({header[0]: timestamps, header[1]: counts}).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def small_trace(tmp_path: Path) -> Path:
+    """Three days of per-minute counts with a two-hour gap on day two; a daily cycle."""
+    stamps = pd.date_range("2024-03-04", periods=3 * 1440, freq="min", tz="UTC")
+    minutes = np.arange(len(stamps))
+    counts = (40 + 30 * np.sin(2 * np.pi * minutes / 1440)).round().astype(int)
+    keep = ~((minutes >= 1900) & (minutes < 2020))
+    stamps = stamps[keep].strftime("%Y-%m-%dT%H:%M:%SZ")
+    return write_trace(tmp_path / "small.csv", stamps, counts[keep])

@@ -1,27 +1,28 @@
 # Two commands for a fresh machine (see README):
 #   make up    set up .venv if needed, then run the main job on embedded defaults
 #   make test  the same setup, then the test suite
-# Setup is idempotent: it reinstalls only when pyproject.toml changed (a stamp of its hash).
+# Setup is idempotent: it reinstalls only when pyproject.toml or constraints.txt changed (a stamp
+# of their hash).
 
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pmx-installed
-DEPS_HASH := $(shell sha256sum pyproject.toml | cut -c1-16)
+DEPS_HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 
-.PHONY: setup up test lint bench
+.PHONY: setup up test lint bench lock
 
 
 setup:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@if [ "$$(cat $(STAMP) 2>/dev/null)" = "$(DEPS_HASH)" ]; then \
-	  echo "setup: $(VENV) is up to date with pyproject.toml"; \
+	  echo "setup: $(VENV) is up to date with pyproject.toml and constraints.txt"; \
 	else \
 	  echo "setup: installing into $(VENV) (torch 2.13.0 CPU first, then the project with all extras)"; \
 	  $(BIN)/python -m pip install --quiet --upgrade pip && \
-	  $(BIN)/pip install --quiet torch==2.13.0 && \
-	  $(BIN)/pip install --quiet -e '.[all]' && \
+	  $(BIN)/pip install --quiet -c constraints.txt torch==2.13.0 && \
+	  $(BIN)/pip install --quiet -c constraints.txt -e '.[all]' && \
 	  echo "$(DEPS_HASH)" > $(STAMP); \
 	fi
 
@@ -36,3 +37,8 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/sim_throughput.py
+
+# Re-pin constraints.txt to what the venv holds (after a change to pyproject.toml).
+lock:
+	@{ sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/'; } > constraints.txt.new
+	@mv constraints.txt.new constraints.txt && echo "lock: constraints.txt updated"

@@ -156,6 +156,16 @@ def demo(trace: Path | None, synthetic_days: int, episodes: int, holdout_fractio
     ))
 
 
+def _add_trainer_commands() -> None:
+    from ml.predictor.cli import COMMANDS as PREDICTOR_COMMANDS
+
+    for command in PREDICTOR_COMMANDS:
+        trainer.add_command(command)
+
+
+_add_trainer_commands()
+
+
 def run(group: click.Group) -> None:
     """Run a click group with logging configured and domain errors shown as one-line messages."""
     from prioritymax.logs import configure_logging
@@ -171,6 +181,6 @@ def run(group: click.Group) -> None:
     except click.Abort:
         click.echo("Aborted!", err=True)
         sys.exit(1)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, FileNotFoundError, RuntimeError) as error:  # DataError, RegistryError, ...
         click.echo(f"Error: {error}", err=True)
         sys.exit(2 if isinstance(error, FileNotFoundError) else 1)

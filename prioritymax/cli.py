@@ -11,6 +11,7 @@ import json
 import click
 
 from ml.cli import TrainerGroup, demo, run, sim, trainer
+from ml.models_cli import models
 from prioritymax.settings import get_settings
 
 
@@ -28,6 +29,7 @@ def show_settings() -> None:
 
 cli.add_command(demo)
 cli.add_command(sim)
+cli.add_command(models)
 for _name, _command in trainer.commands.items():
     cli.add_command(_command, _name)
 

@@ -152,7 +152,13 @@ class Settings(BaseSettings):
 
     @property
     def mlflow_tracking_uri(self) -> str:
-        return self.mlflow_tracking_uri_override or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+        return self.mlflow_tracking_uri_override or self.embedded_mlflow_uri
+
+    @property
+    def embedded_mlflow_uri(self) -> str:
+        """The embedded MLflow store in the data home. (MLflow itself exports the URI it is given
+        as MLFLOW_TRACKING_URI, so an override equal to this one is still the embedded store.)"""
+        return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
 
     @property
     def trace_path(self) -> Path:

@@ -16,6 +16,8 @@ def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own PRIORITYMAX_HOME; nothing leaks into ./var."""
     home = tmp_path / "home"
     monkeypatch.setenv("PRIORITYMAX_HOME", str(home))
+    # MLflow exports the tracking URI it is given; undo that after every test.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     get_settings.cache_clear()
     yield home
     get_settings.cache_clear()

@@ -24,6 +24,7 @@ from ml.sim.config import SimConfig
 from ml.sim.policies import HPAPolicy, Policy
 from ml.sim.traffic import RateSeries
 from ml.sim.vec_env import PriorityMaxVecEnv
+from prioritymax.files import atomic_path
 
 TARGET = "queue_next_sec"
 
@@ -116,11 +117,8 @@ def build_queue_metrics(
 
 def write_queue_metrics(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write the dataset as CSV (ISO-8601 UTC timestamps), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(path.suffix + ".partial")
     out = frame.copy()
     out["timestamp"] = out["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    out.to_csv(partial, index=False, float_format="%.6g")
-    partial.replace(path)
-    return path
+    with atomic_path(path) as partial:
+        out.to_csv(partial, index=False, float_format="%.6g")
+    return Path(path)

@@ -1,0 +1,71 @@
+"""``pmx models``: the model registry from the command line (list, promote, rollback)."""
+
+from __future__ import annotations
+
+import click
+
+from ml.registry import MODEL_NAMES, ROLES, default_actor
+
+ACTOR = click.option("--actor", default=None, help="who acts [default: the login name]")
+ROLE = click.option("--role", type=click.Choice(ROLES), default="operator", show_default=True,
+                    help="the role acted in (promotion needs operator; --force needs admin)")
+
+
+@click.group("models", context_settings={"help_option_names": ["-h", "--help"]})
+def models() -> None:
+    """Registered model versions, aliases, gate results; promote and roll back champions."""
+
+
+@models.command("list")
+@click.option("--name", type=click.Choice(MODEL_NAMES), default=None, help="only this model")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table")
+def list_command(name, as_json):
+    """List versions with their aliases, holdout metrics and gate results."""
+    from ml import registry
+
+    rows = registry.list_versions((name,) if name else MODEL_NAMES)
+    if as_json:
+        from ml.cli import emit
+
+        emit(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("model", "version", "aliases", "created", "holdout rmse", "gate", "promoted by")
+    for row in rows:
+        rmse = row["metrics"].get("holdout_rmse")
+        gate = row["gate"].get("passed", "-")
+        table.add_row(row["name"], str(row["version"]), row["aliases"] or "-", row["created"],
+                      f"{rmse:.4f}" if rmse is not None else "-",
+                      {"True": "passed", "False": "failed"}.get(gate, gate),
+                      row["promotion"].get("promotion.actor", "-"))
+    Console().print(table)
+
+
+@models.command("promote")
+@click.argument("name", type=click.Choice(MODEL_NAMES))
+@click.argument("version")
+@click.option("--force", is_flag=True, help="promote even without a passed gate (admin only)")
+@click.option("--reason", default="", help="why, for the audit log")
+@ACTOR
+@ROLE
+def promote_command(name, version, force, reason, actor, role):
+    """Make VERSION the champion of NAME (its gate must have passed)."""
+    from ml import registry
+    from ml.cli import emit
+
+    emit(registry.promote(name, version, actor=actor or default_actor(), role=role, force=force,
+                          reason=reason))
+
+
+@models.command("rollback")
+@click.argument("name", type=click.Choice(MODEL_NAMES))
+@ACTOR
+@ROLE
+def rollback_command(name, actor, role):
+    """Give the champion alias back to the previous champion of NAME."""
+    from ml import registry
+    from ml.cli import emit
+
+    emit(registry.rollback(name, actor=actor or default_actor(), role=role))

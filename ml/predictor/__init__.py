@@ -1,0 +1,1 @@
+"""Queue-length predictor: DuckDB features, LightGBM / RandomForest models, canary gate, tuning."""

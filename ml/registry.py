@@ -1,0 +1,245 @@
+"""The MLflow tracking server and model registry, as every model of the workbench uses them.
+
+Embedded default: a SQLite store and local artifacts in the data home (``mlflow/``); set
+MLFLOW_TRACKING_URI to use any MLflow server. Promotion is registry *aliases* only (stages are
+deprecated): a newly registered version gets ``challenger``; ``pmx models promote`` moves
+``champion`` to a version that passed its gate, records who did it, when, the previous champion,
+the version's metrics and gate result (as version tags), and appends a line to
+``logs/models_audit.jsonl``; ``pmx models rollback`` moves ``champion`` back.
+
+The same functions serve the predictor (``predictor``) and the RL policy (``rl_agent``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prioritymax.files import append_jsonl
+from prioritymax.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+MODEL_NAMES = ("predictor", "rl_agent")
+ROLES = ("viewer", "operator", "admin")
+GATE_PREFIX = "gate."
+
+
+class RegistryError(RuntimeError):
+    """A registry operation that cannot be done (no such version, gate not passed, ...)."""
+
+
+def default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _is_embedded(settings: Settings) -> bool:
+    return settings.mlflow_tracking_uri == settings.embedded_mlflow_uri
+
+
+def client(settings: Settings | None = None):
+    """An MlflowClient on the configured tracking and registry URI."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    settings = settings or get_settings()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    return MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_tracking_uri)
+
+
+def registry_exists(settings: Settings | None = None) -> bool:
+    """Whether there is a registry to ask (a configured server, or the embedded store on disk)."""
+    settings = settings or get_settings()
+    return not _is_embedded(settings) or (settings.mlflow_dir / "mlflow.db").exists()
+
+
+def experiment_id(name: str, settings: Settings | None = None) -> str:
+    """The experiment's id, created on first use with its artifacts in the data home."""
+    settings = settings or get_settings()
+    mlflow_client = client(settings)
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if _is_embedded(settings):
+        location = (settings.mlflow_dir / "artifacts" / name).resolve().as_uri()
+    return mlflow_client.create_experiment(name, artifact_location=location)
+
+
+@contextlib.contextmanager
+def start_run(experiment: str, run_name: str, tags: dict[str, str] | None = None) -> Iterator[Any]:
+    import mlflow
+
+    settings = get_settings()
+    exp = experiment_id(experiment, settings)
+    with mlflow.start_run(experiment_id=exp, run_name=run_name, tags=tags or {}) as run:
+        yield run
+
+
+def set_challenger(name: str, version: str | int) -> None:
+    client().set_registered_model_alias(name, CHALLENGER, str(version))
+
+
+def version_by_alias(name: str, alias: str):
+    """The model version behind ``alias``, or None when the model or alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def download_artifacts(run_id: str, path: str, destination: Path) -> Path:
+    destination.mkdir(parents=True, exist_ok=True)
+    return Path(client().download_artifacts(run_id, path, str(destination)))
+
+
+def record_gate(name: str, version: str | int, gate: dict[str, Any]) -> None:
+    """Write a gate result onto the version as ``gate.*`` tags (what promote checks)."""
+    mlflow_client = client()
+    for key, value in gate.items():
+        if value is None or isinstance(value, (dict, list)):
+            continue
+        mlflow_client.set_model_version_tag(name, str(version), f"{GATE_PREFIX}{key}", str(value))
+
+
+def _version_or_fail(name: str, version: str | int):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client().get_model_version(name, str(version))
+    except MlflowException:
+        raise RegistryError(f"model {name!r} has no version {version}") from None
+
+
+def _aliases(name: str) -> dict[str, str]:
+    """version -> comma-separated aliases."""
+    model = client().get_registered_model(name)
+    by_version: dict[str, list[str]] = {}
+    for alias, version in (model.aliases or {}).items():
+        by_version.setdefault(str(version), []).append(alias)
+    return {v: ",".join(sorted(a)) for v, a in by_version.items()}
+
+
+def list_versions(names: tuple[str, ...] = MODEL_NAMES) -> list[dict[str, Any]]:
+    """Every version of the named models with aliases, run metrics and gate result."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client()
+    rows = []
+    for name in names:
+        try:
+            aliases = _aliases(name)
+        except MlflowException:
+            continue  # not registered yet
+        for version in mlflow_client.search_model_versions(f"name = '{name}'"):
+            run_metrics = {}
+            if version.run_id:
+                with contextlib.suppress(MlflowException):
+                    run_metrics = mlflow_client.get_run(version.run_id).data.metrics
+            tags = dict(version.tags or {})
+            rows.append({
+                "name": name,
+                "version": int(version.version),
+                "aliases": aliases.get(str(version.version), ""),
+                "created": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC)
+                .isoformat(timespec="seconds"),
+                "run_id": version.run_id,
+                "metrics": run_metrics,
+                "gate": {k[len(GATE_PREFIX):]: v for k, v in tags.items() if k.startswith(GATE_PREFIX)},
+                "promotion": {k: v for k, v in tags.items() if k.startswith("promotion.")},
+            })
+    return sorted(rows, key=lambda row: (row["name"], row["version"]))
+
+
+def _audit(record: dict[str, Any]) -> None:
+    append_jsonl(get_settings().logs_dir / "models_audit.jsonl", record)
+
+
+def promote(
+    name: str,
+    version: str | int,
+    *,
+    actor: str | None = None,
+    role: str = "operator",
+    force: bool = False,
+    reason: str = "",
+) -> dict[str, Any]:
+    """Move ``champion`` to ``version``; only a version whose gate passed, unless an admin forces."""
+    if role not in ROLES:
+        raise RegistryError(f"unknown role {role!r}; one of {ROLES}")
+    if role == "viewer":
+        raise RegistryError("promotion needs the operator or admin role")
+    if force and role != "admin":
+        raise RegistryError("--force is for admins only (pass --role admin)")
+    actor = actor or default_actor()
+    target = _version_or_fail(name, version)
+    tags = dict(target.tags or {})
+    gate_passed = tags.get(f"{GATE_PREFIX}passed") == "True"
+    if not gate_passed and not force:
+        state = "failed" if f"{GATE_PREFIX}passed" in tags else "not been run"
+        raise RegistryError(
+            f"{name} version {version}: its gate has {state}; run the canary first, or have an "
+            "admin promote it with --force"
+        )
+    current = version_by_alias(name, CHAMPION)
+    previous = str(current.version) if current is not None else ""
+    if previous == str(target.version):
+        raise RegistryError(f"{name} version {version} is already the champion")
+    mlflow_client = client()
+    when = datetime.now(UTC).isoformat(timespec="seconds")
+    metrics = mlflow_client.get_run(target.run_id).data.metrics if target.run_id else {}
+    record = {
+        "event": "promote", "model": name, "version": str(target.version),
+        "previous_champion": previous or None, "actor": actor, "role": role, "at": when,
+        "forced": bool(force and not gate_passed), "gate_passed": gate_passed, "reason": reason,
+        "metrics": metrics,
+        "gate": {k[len(GATE_PREFIX):]: v for k, v in tags.items() if k.startswith(GATE_PREFIX)},
+    }
+    mlflow_client.set_registered_model_alias(name, CHAMPION, str(target.version))
+    challenger = version_by_alias(name, CHALLENGER)
+    if challenger is not None and str(challenger.version) == str(target.version):
+        mlflow_client.delete_registered_model_alias(name, CHALLENGER)  # no longer a challenger
+    for key in ("actor", "at", "previous_champion", "forced", "reason"):
+        mlflow_client.set_model_version_tag(name, str(target.version), f"promotion.{key}",
+                                            str(record[key] if record[key] is not None else ""))
+    mlflow_client.set_registered_model_tag(name, "champion.previous", previous)
+    _audit(record)
+    log.info("%s: champion is now version %s (was %s), by %s", name, target.version, previous, actor)
+    return record
+
+
+def rollback(name: str, *, actor: str | None = None, role: str = "operator") -> dict[str, Any]:
+    """Give ``champion`` back to the version that held it before the current one."""
+    if role not in ("operator", "admin"):
+        raise RegistryError("rollback needs the operator or admin role")
+    current = version_by_alias(name, CHAMPION)
+    if current is None:
+        raise RegistryError(f"{name} has no champion to roll back")
+    previous = (current.tags or {}).get("promotion.previous_champion", "")
+    if not previous:
+        raise RegistryError(f"{name} version {current.version} has no previous champion")
+    actor = actor or default_actor()
+    mlflow_client = client()
+    mlflow_client.set_registered_model_alias(name, CHAMPION, previous)
+    record = {
+        "event": "rollback", "model": name, "version": previous,
+        "from_version": str(current.version), "actor": actor, "role": role,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    mlflow_client.set_model_version_tag(name, str(current.version), "promotion.rolled_back_at",
+                                        record["at"])
+    _audit(record)
+    return record

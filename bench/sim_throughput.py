@@ -27,35 +27,27 @@ from prioritymax.settings import get_settings
 
 
 def steps_per_second(make: Callable[[], object], num_envs: int, steps: int, repeats: int) -> float:
-    """Median env-steps/s of ``steps`` vector steps of ``num_envs`` envs after a seeded reset."""
+    """Median env-steps/s of ``steps`` steps of ``num_envs`` envs after a seeded reset.
+
+    ``num_envs == 0`` means a scalar env: one env, scalar actions, reset by hand at episode end.
+    """
+    scalar = num_envs == 0
     rng = np.random.default_rng(0)
-    actions = [rng.integers(0, 5, num_envs) for _ in range(32)]
+    if scalar:
+        actions = [int(a) for a in rng.integers(0, 5, 32)]
+    else:
+        actions = [rng.integers(0, 5, num_envs) for _ in range(32)]
     rates = []
     for _ in range(repeats):
         env = make()
         env.reset(seed=0)
         started = time.perf_counter()
         for step in range(steps):
-            env.step(actions[step % 32])
-        rates.append(num_envs * steps / (time.perf_counter() - started))
-        env.close()
-    return statistics.median(rates)
-
-
-def scalar_steps_per_second(make: Callable[[], PriorityMaxSimEnv], steps: int,
-                            repeats: int) -> float:
-    rng = np.random.default_rng(0)
-    actions = rng.integers(0, 5, 32).tolist()
-    rates = []
-    for _ in range(repeats):
-        env = make()
-        env.reset(seed=0)
-        started = time.perf_counter()
-        for step in range(steps):
-            _, _, _, truncated, _ = env.step(actions[step % 32])
-            if truncated:
+            truncated = env.step(actions[step % 32])[3]
+            if scalar and truncated:
                 env.reset()
-        rates.append(steps / (time.perf_counter() - started))
+        rates.append(max(num_envs, 1) * steps / (time.perf_counter() - started))
+        env.close()
     return statistics.median(rates)
 
 
@@ -78,8 +70,8 @@ def main() -> None:
     repeats = 1 if args.quick else args.repeats
 
     figures: dict[str, float | int | str] = {}
-    figures["scalar_steps_per_s"] = scalar_steps_per_second(
-        lambda: PriorityMaxSimEnv(config, traffic), one_episode, repeats
+    figures["scalar_steps_per_s"] = steps_per_second(
+        lambda: PriorityMaxSimEnv(config, traffic), 0, one_episode, repeats
     )
     print(f"scalar env                     {figures['scalar_steps_per_s']:>14,.0f} steps/s")
     for n in sizes:

@@ -32,6 +32,13 @@ class Policy(Protocol):
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray: ...
 
 
+class Stateless:
+    """For policies that remember nothing between steps."""
+
+    def reset(self, num_envs: int) -> None:
+        pass
+
+
 def _pool(info: dict[str, Any]) -> np.ndarray:
     """Workers paid for now: active plus warming."""
     return np.asarray(info["active_workers"], dtype=np.float64) + np.asarray(
@@ -91,15 +98,12 @@ class HPAPolicy:
 
 
 @dataclass
-class StaticPolicy:
+class StaticPolicy(Stateless):
     """A fixed pool: ``workers`` (default: enough for the mean rate at 70% utilization)."""
 
     config: SimConfig
     workers: int | None = None
     name: str = "static"
-
-    def reset(self, num_envs: int) -> None:
-        pass
 
     @property
     def size(self) -> int:
@@ -113,7 +117,7 @@ class StaticPolicy:
 
 
 @dataclass
-class QueueThresholdPolicy:
+class QueueThresholdPolicy(Stateless):
     """Scale up while the backlog takes longer than ``scale_up_seconds`` to drain; scale down
     when there is no backlog and utilization is under ``scale_down_utilization``."""
 
@@ -121,9 +125,6 @@ class QueueThresholdPolicy:
     scale_up_seconds: float = 10.0
     scale_down_utilization: float = 0.5
     name: str = "queue_threshold"
-
-    def reset(self, num_envs: int) -> None:
-        pass
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         active = np.asarray(info["active_workers"], dtype=np.float64)
@@ -137,7 +138,7 @@ class QueueThresholdPolicy:
 
 
 @dataclass
-class ErlangCPolicy:
+class ErlangCPolicy(Stateless):
     """Erlang-C sizing: the smallest pool c with P(wait > ``wait_seconds``) <= ``max_wait_probability``
     for an M/M/c queue at the smoothed arrival rate (default target: the strictest class's SLA)."""
 
@@ -145,9 +146,6 @@ class ErlangCPolicy:
     wait_seconds: float | None = None
     max_wait_probability: float = 0.05
     name: str = "erlang_c"
-
-    def reset(self, num_envs: int) -> None:
-        pass
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         rate = np.asarray(info["arrival_rate_smoothed"], dtype=np.float64)

@@ -1,0 +1,29 @@
+"""The benchmark scripts still run and end with their JSON line (figures are not asserted)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from prioritymax.settings import REPO_ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def last_json_line(args):
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                            cwd=REPO_ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_sim_throughput_quick():
+    figures = last_json_line(["bench/sim_throughput.py", "--quick"])
+    assert {"scalar_steps_per_s", "vec_steps_per_s_64", "ratio_vec_vs_sync_8"} <= set(figures)
+
+
+def test_predictor_bench_on_a_small_trace(small_trace):
+    figures = last_json_line(["bench/predictor.py", "--data", str(small_trace), "--repeats", "1"])
+    assert {"overhead_vs_raw_lightgbm", "duckdb_vs_pandas_feature_speedup", "rmse",
+            "rmse_persistence", "rmse_seasonal_naive"} <= set(figures)

@@ -157,9 +157,11 @@ def demo(trace: Path | None, synthetic_days: int, episodes: int, holdout_fractio
 
 
 def _add_trainer_commands() -> None:
+    """In the seed's order: RL first, then the predictor."""
     from ml.predictor.cli import COMMANDS as PREDICTOR_COMMANDS
+    from ml.rl.cli import COMMANDS as RL_COMMANDS
 
-    for command in PREDICTOR_COMMANDS:
+    for command in (*RL_COMMANDS, *PREDICTOR_COMMANDS):
         trainer.add_command(command)
 
 

@@ -1,6 +1,8 @@
-"""``pmx models``: the model registry from the command line (list, promote, rollback)."""
+"""``pmx models``: the model registry from the command line (list, promote, rollback, archive)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
@@ -69,3 +71,17 @@ def rollback_command(name, actor, role):
     from ml.cli import emit
 
     emit(registry.rollback(name, actor=actor or default_actor(), role=role))
+
+
+@models.command("archive")
+@click.argument("name", type=click.Choice(MODEL_NAMES))
+@click.argument("version", required=False)
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="archive this local checkpoint instead of a registered VERSION")
+@ACTOR
+def archive_command(name, version, checkpoint, actor):
+    """Write a tarball of a checkpoint and its metadata into <home>/models/archive/."""
+    from ml import registry
+    from ml.cli import emit
+
+    emit(registry.archive(name, version=version, checkpoint=checkpoint, actor=actor))

@@ -243,3 +243,56 @@ def rollback(name: str, *, actor: str | None = None, role: str = "operator") -> 
                                         record["at"])
     _audit(record)
     return record
+
+
+def archive(
+    name: str,
+    *,
+    version: str | int | None = None,
+    checkpoint: Path | None = None,
+    actor: str | None = None,
+) -> dict[str, Any]:
+    """A tarball of a checkpoint with its metadata and a manifest, in ``models/archive/``.
+
+    From a registered ``version`` (its ``checkpoint`` artifacts, run metrics and tags) or from a
+    local ``checkpoint`` file (with the JSON metadata beside it, when there is one)."""
+    import hashlib
+    import io
+    import json
+    import tarfile
+    import tempfile
+
+    if (version is None) == (checkpoint is None):
+        raise RegistryError("archive either a registered VERSION or a --checkpoint file")
+    settings = get_settings()
+    when = datetime.now(UTC)
+    manifest: dict[str, Any] = {"model": name, "created": when.isoformat(timespec="seconds"),
+                                "actor": actor or default_actor()}
+    with tempfile.TemporaryDirectory() as folder:
+        if checkpoint is not None:
+            checkpoint = Path(checkpoint)
+            if not checkpoint.is_file():
+                raise RegistryError(f"{checkpoint}: no such checkpoint")
+            files = [checkpoint, *[p for p in [checkpoint.with_suffix(".json")] if p.is_file()]]
+            manifest["source"] = str(checkpoint)
+        else:
+            found = _version_or_fail(name, version)
+            files = sorted(download_artifacts(found.run_id, "checkpoint", Path(folder)).iterdir())
+            manifest |= {"version": str(found.version), "run_id": found.run_id,
+                         "tags": dict(found.tags or {}),
+                         "metrics": client().get_run(found.run_id).data.metrics}
+        manifest["files"] = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+        label = f"v{version}" if version is not None else "local"
+        target = settings.models_dir / "archive" / f"{name}-{label}-{when:%Y%m%dT%H%M%SZ}.tar.gz"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(target, "w:gz") as tar:
+            for path in files:
+                tar.add(path, arcname=path.name)
+            data = json.dumps(manifest, indent=2, default=str).encode()
+            info = tarfile.TarInfo("manifest.json")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    record = {"event": "archive", "model": name, "version": manifest.get("version"),
+              "archive": str(target), "actor": manifest["actor"], "at": manifest["created"]}
+    _audit(record)
+    return record

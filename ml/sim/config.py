@@ -23,7 +23,7 @@ class SimConfig:
     class_names: tuple[str, ...] = ("high", "normal", "low")
     class_shares: tuple[float, ...] = (0.2, 0.5, 0.3)
     sla_seconds: tuple[float, ...] = (30.0, 120.0, 600.0)
-    sla_penalty: tuple[float, ...] = (0.02, 0.005, 0.001)
+    sla_penalty: tuple[float, ...] = (0.05, 0.0125, 0.0025)
 
     # Traffic and service.
     mean_arrival_rate: float = 10.0  # tasks/s; trace and synthetic rates are scaled to this mean

@@ -333,6 +333,40 @@ class QueueCore:
             dtype=np.float32,
         )
 
+    # ------------------------------------------------------------------------------- state
+    _STATE_ARRAYS = ("t", "queue", "active", "warming", "rate", "rate_smoothed", "start", "length")
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything needed to continue these simulations exactly: arrays (copied), the episode
+        arrivals and every env's generator state (see :meth:`set_state`)."""
+        return {
+            **{name: getattr(self, name).copy() for name in self._STATE_ARRAYS},
+            "arrivals": self.arrivals.buffer.copy(),
+            "generators": [None if g is None else g.bit_generator.state
+                           for g in (self.arrivals.generator(i) for i in range(self.num_envs))],
+            "synced": self._synced,
+            "info": {k: np.array(v) for k, v in self.info.items()},
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if state["arrivals"].shape != self.arrivals.buffer.shape:
+            raise ValueError(
+                f"simulator state is for arrivals of shape {state['arrivals'].shape}, this "
+                f"simulator has {self.arrivals.buffer.shape} (other num_envs or episode_steps)"
+            )
+        for name in self._STATE_ARRAYS:
+            setattr(self, name, np.array(state[name], dtype=getattr(self, name).dtype))
+        self.arrivals.buffer[...] = state["arrivals"]
+        for i, generator_state in enumerate(state["generators"]):
+            if generator_state is not None:
+                generator = np.random.Generator(
+                    getattr(np.random, generator_state["bit_generator"])()
+                )
+                generator.bit_generator.state = generator_state
+                self.seed(i, generator)
+        self._synced = bool(state["synced"])
+        self.info = {k: np.array(v) for k, v in state["info"].items()}
+
     def close(self) -> None:
         self.arrivals.close()
 

@@ -153,6 +153,18 @@ class PriorityMaxVecEnv(VectorEnv):
             out[f"_{key}"] = mask
         return out
 
+    def get_state(self) -> dict[str, Any]:
+        """A snapshot to continue from exactly (checkpointed by PPO so a resume repeats a run)."""
+        if self._obs is None:
+            raise RuntimeError("call reset() before get_state()")
+        return {"core": self._core.get_state(), "autoreset": self._autoreset.copy(),
+                "obs": self._obs.copy()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._core.set_state(state["core"])
+        self._autoreset = np.array(state["autoreset"], dtype=bool)
+        self._obs = np.array(state["obs"], dtype=np.float32)
+
     def close_extras(self, **kwargs: Any) -> None:
         core = getattr(self, "_core", None)  # absent when __init__ failed (e.g. traffic too short)
         if core is not None:

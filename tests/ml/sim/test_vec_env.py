@@ -101,3 +101,22 @@ def test_gymnasium_make_vec_uses_the_vectorized_env():
 
     env = gym.make_vec("PriorityMaxSim-v0", num_envs=3, vectorization_mode="vector_entry_point")
     assert isinstance(env.unwrapped, PriorityMaxVecEnv)
+
+
+def test_a_snapshot_continues_exactly():
+    config = SimConfig(episode_steps=50)
+    env = PriorityMaxVecEnv(5, config)
+    env.reset(seed=3)
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        env.step(rng.integers(0, 5, 5))
+    snapshot = env.get_state()
+    actions = [rng.integers(0, 5, 5) for _ in range(80)]  # crosses an autoreset
+    expected = [env.step(a)[:2] for a in actions]
+    other = PriorityMaxVecEnv(5, config)
+    other.set_state(snapshot)
+    for a, (obs, reward) in zip(actions, expected, strict=True):
+        got_obs, got_reward, *_ = other.step(a)
+        assert np.array_equal(got_obs, obs) and np.array_equal(got_reward, reward)
+    with pytest.raises(ValueError, match="other num_envs"):
+        PriorityMaxVecEnv(4, config).set_state(snapshot)

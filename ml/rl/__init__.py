@@ -1,0 +1,1 @@
+"""Reinforcement learning for the autoscaler: PPO on the vectorized simulator, its evaluation."""

@@ -1,0 +1,59 @@
+"""A trained PPO agent as a simulator :class:`~ml.sim.policies.Policy`.
+
+It normalizes observations with the statistics frozen at training time and samples its actions
+as in training, from a generator re-seeded at every ``reset``, so an evaluation is reproducible
+given the env seeds. (Acting greedily is not the same policy: a trained agent that mostly holds
+the pool and scales with smaller probabilities never scales at all when it takes its most likely
+action, measured far worse.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ml.rl.ppo import Agent, RolloutPolicy, RunningMeanStd, load_checkpoint
+
+
+class ExportedPolicy(torch.nn.Module):
+    """Raw observations in, action logits out: the actor with its normalization built in, the
+    self-contained model that the registry serves (``mlflow.pytorch``)."""
+
+    def __init__(self, agent: Agent, obs_rms: RunningMeanStd) -> None:
+        super().__init__()
+        self.actor = agent.actor
+        self.register_buffer("mean", torch.as_tensor(np.asarray(obs_rms.mean), dtype=torch.float32))
+        self.register_buffer("std", torch.sqrt(torch.as_tensor(np.asarray(obs_rms.var),
+                                                               dtype=torch.float32) + 1e-8))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor(torch.clamp((obs - self.mean) / self.std, -10.0, 10.0))
+
+
+class PPOPolicy:
+    name = "ppo"
+
+    def __init__(self, agent: Agent, obs_rms: RunningMeanStd, device: str = "cpu",
+                 seed: int = 0) -> None:
+        self.agent = agent
+        self.obs_rms = RunningMeanStd(np.array(obs_rms.mean), np.array(obs_rms.var), obs_rms.count)
+        self.device = torch.device(device)
+        self.seed = seed
+        self.rollout = RolloutPolicy(agent)
+        self.rng = np.random.default_rng(seed)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> PPOPolicy:
+        payload = load_checkpoint(path)
+        agent = Agent(payload["obs_dim"], payload["num_actions"], payload["args"]["hidden_dim"])
+        agent.load_state_dict(payload["agent"])
+        return cls(agent.to(device).eval(), RunningMeanStd.from_state(payload["obs_rms"]), device)
+
+    def reset(self, num_envs: int) -> None:
+        self.rng = np.random.default_rng(self.seed)
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        return self.rollout.act(self.obs_rms.normalize(obs), self.rng)[0]

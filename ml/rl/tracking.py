@@ -1,0 +1,144 @@
+"""Recording PPO runs: MLflow (per-epoch metrics, the checkpoint, the registered ``rl_agent``),
+W&B, and the metadata file beside a checkpoint (``rl_agent.json``) that keeps the registry
+version and the gate result."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from ml import registry
+from ml.rl.ppo import Args
+from prioritymax.files import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "rl_agent"
+EXPERIMENT = "rl_agent"
+
+
+def metadata_path(checkpoint: Path) -> Path:
+    return Path(checkpoint).with_suffix(".json")
+
+
+def read_metadata(checkpoint: Path) -> dict[str, Any]:
+    path = metadata_path(checkpoint)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def update_metadata(checkpoint: Path, **sections: Any) -> None:
+    document = read_metadata(checkpoint) | sections
+    atomic_write_bytes(metadata_path(checkpoint), json.dumps(document, indent=2, default=str).encode())
+
+
+def _flat(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if k not in ("epoch", "global_step")
+            and v == v}  # v == v drops NaN
+
+
+class MlflowTracker:
+    """An MLflow run for one train_rl call: params now, metrics every epoch, model at the end."""
+
+    def __init__(self, args: Args, checkpoint: Path, traffic: str) -> None:
+        import mlflow
+
+        self.checkpoint = checkpoint
+        self._run = registry.start_run(EXPERIMENT, f"ppo-{args.num_envs}envs",
+                                       tags={"traffic": traffic})
+        self.run = self._run.__enter__()
+        mlflow.log_params({**dataclasses.asdict(args), "traffic": traffic})
+
+    def log_epoch(self, metrics: dict[str, float]) -> None:
+        import mlflow
+
+        mlflow.log_metrics(_flat(metrics), step=int(metrics["epoch"]))
+
+    def finish(self, result: dict[str, Any]) -> dict[str, Any]:
+        import mlflow
+        import numpy as np
+        import torch
+        from mlflow.models import infer_signature
+
+        from ml.rl.policy import ExportedPolicy, PPOPolicy
+
+        mlflow.log_metrics({"eval_reward": result["eval_reward"],
+                            "hpa_reward": result["hpa_reward"]})
+        policy = PPOPolicy.from_checkpoint(self.checkpoint)
+        exported = ExportedPolicy(policy.agent, policy.obs_rms).eval()
+        example = np.asarray(policy.obs_rms.mean, dtype=np.float32)[None, :].repeat(4, axis=0)
+        with torch.no_grad():
+            logits = exported(torch.from_numpy(example)).numpy()
+        info = mlflow.pytorch.log_model(
+            exported, name="model", signature=infer_signature(example, logits),
+            input_example=example,
+            pip_requirements=[f"torch=={importlib_metadata.version('torch').split('+')[0]}"],
+            registered_model_name=MODEL_NAME,
+        )
+        mlflow.log_artifact(str(self.checkpoint), "checkpoint")
+        version = str(info.registered_model_version)
+        self._run.__exit__(None, None, None)
+        registry.set_challenger(MODEL_NAME, version)
+        tracked = {"run_id": self.run.info.run_id, "model_name": MODEL_NAME,
+                   "model_version": version}
+        update_metadata(self.checkpoint, mlflow=tracked)
+        log.info("registered %s version %s (challenger)", MODEL_NAME, version)
+        return {"mlflow": tracked}
+
+    def abort(self) -> None:
+        self._run.__exit__(RuntimeError, RuntimeError("train_rl failed"), None)
+
+
+class WandbTracker:
+    def __init__(self, args: Args, traffic: str) -> None:
+        from ml.tracking import wandb_run
+
+        self._context = wandb_run("prioritymax", "train_rl",
+                                  {**dataclasses.asdict(args), "traffic": traffic})
+        self.run = self._context.__enter__()
+
+    def log_epoch(self, metrics: dict[str, float]) -> None:
+        self.run.log(_flat(metrics), step=int(metrics["epoch"]))
+
+    def finish(self, result: dict[str, Any]) -> dict[str, Any]:
+        from ml.tracking import log_model_artifact
+
+        log_model_artifact(self.run, MODEL_NAME, [Path(result["checkpoint"])],
+                           {"eval_reward": result["eval_reward"]})
+        directory = self.run.dir
+        self._context.__exit__(None, None, None)
+        return {"wandb_dir": directory}
+
+    def abort(self) -> None:
+        self._context.__exit__(None, None, None)
+
+
+def record_gate(checkpoint: Path, result: dict[str, Any]) -> None:
+    """Keep the gate result beside the checkpoint and, if registered, on its MLflow version."""
+    gate = {k: v for k, v in result.items() if k != "checks"}
+    update_metadata(checkpoint, gate=gate)
+    tracked = read_metadata(checkpoint).get("mlflow")
+    if tracked:
+        registry.record_gate(tracked["model_name"], tracked["model_version"], {
+            "passed": result["passed"], "reward": result["reward"],
+            "hpa_reward": result["hpa_reward"],
+            "champion_version": result.get("champion_version"),
+            "episodes": result["episodes"],
+        })
+
+
+def champion_checkpoint(destination: Path) -> tuple[Path, str] | None:
+    """The registry champion's checkpoint file, downloaded, with its version."""
+    if not registry.registry_exists():
+        return None
+    version = registry.version_by_alias(MODEL_NAME, registry.CHAMPION)
+    if version is None:
+        return None
+    folder = registry.download_artifacts(version.run_id, "checkpoint", destination)
+    files = sorted(folder.glob("*.pt"))
+    if not files:
+        raise registry.RegistryError(f"{MODEL_NAME} champion {version.version} has no checkpoint")
+    return files[0], str(version.version)

@@ -1,0 +1,228 @@
+"""``train_rl`` / ``eval_rl`` / ``canary_rl``: PPO runs on a traffic source, their evaluation
+against the baselines, and the RL gate.
+
+Traffic: the synthetic profile by default, or a trace (``--trace CSV``); with a trace, PPO trains
+on its earlier part and is evaluated on the held-out latest part (``holdout_fraction``), so a
+score never comes from the days the policy was trained on. Evaluations use fixed seeds
+(:data:`EVAL_SEEDS_FROM` onwards): every policy - PPO, HPA, static, Erlang-C, an earlier
+champion - sees the very same episodes, and differences are paired per episode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml.rl.policy import PPOPolicy
+from ml.rl.ppo import Args, TrainState, load_checkpoint, train
+from ml.sim.config import SimConfig
+from ml.sim.evaluate import evaluate_policy, paired_improvement
+from ml.sim.policies import make_baseline
+from ml.sim.traffic import RateSeries, load_trace, synthetic_series
+
+log = logging.getLogger(__name__)
+
+EVAL_SEEDS_FROM = 10_000
+EVAL_BASELINES = ("hpa", "static", "erlang_c")
+
+
+@dataclasses.dataclass(frozen=True)
+class Traffic:
+    """The series PPO trains on, the one it is evaluated on, and a name for checkpoints."""
+
+    train: RateSeries
+    evaluation: RateSeries
+    name: str
+
+
+def traffic_for(trace: str | Path | None, config: SimConfig, holdout_fraction: float = 0.2,
+                seed: int = 0) -> Traffic:
+    if trace is None or str(trace) == "synthetic":
+        series = synthetic_series(step_seconds=config.step_seconds, seed=seed)
+        series = series.scaled_to(config.mean_arrival_rate)
+        return Traffic(series, series, f"synthetic:seed{seed}")
+    series = load_trace(trace, step_seconds=config.step_seconds).scaled_to(config.mean_arrival_rate)
+    train_part, holdout = series.split(holdout_fraction)
+    return Traffic(train_part, holdout,
+                   f"{Path(trace).resolve()}:train{1 - holdout_fraction:.2f}")
+
+
+def eval_seeds(episodes: int) -> list[int]:
+    return list(range(EVAL_SEEDS_FROM, EVAL_SEEDS_FROM + episodes))
+
+
+def train_rl(
+    args: Args,
+    checkpoint: Path,
+    *,
+    trace: str | Path | None = None,
+    holdout_fraction: float = 0.2,
+    fresh: bool = False,
+    stop_after: int | None = None,
+    mlflow: bool = False,
+    wandb: bool = False,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) PPO; evaluate against HPA every ``eval_every`` epochs; return a summary."""
+    config = SimConfig()
+    traffic = traffic_for(trace, config, holdout_fraction)
+    seeds = eval_seeds(args.eval_episodes)
+    hpa = evaluate_policy(make_baseline("hpa", config), traffic.evaluation, seeds=seeds,
+                          config=config)
+
+    def evaluate(state: TrainState) -> float:
+        policy = PPOPolicy(state.agent, state.obs_rms, args.device)
+        return float(evaluate_policy(policy, traffic.evaluation, seeds=seeds,
+                                     config=config).reward.mean())
+
+    trackers = []
+    if mlflow:
+        from ml.rl.tracking import MlflowTracker
+
+        trackers.append(MlflowTracker(args, checkpoint, traffic.name))
+    if wandb:
+        from ml.rl.tracking import WandbTracker
+
+        trackers.append(WandbTracker(args, traffic.name))
+
+    def on_epoch(metrics: dict[str, float]) -> None:
+        for tracker in trackers:
+            tracker.log_epoch(metrics)
+
+    started = time.perf_counter()
+    try:
+        state = train(args, traffic=traffic.train, traffic_name=traffic.name,
+                      checkpoint=checkpoint, config=config, fresh=fresh, stop_after=stop_after,
+                      evaluate=evaluate, on_epoch=on_epoch, progress=progress)
+        final_eval = evaluate(state)
+        history = state.history
+        result: dict[str, Any] = {
+            "checkpoint": str(checkpoint),
+            "epochs": state.epoch,
+            "global_step": state.global_step,
+            "traffic": traffic.name,
+            "num_envs": args.num_envs,
+            "device": args.device,
+            "seconds": round(time.perf_counter() - started, 2),
+            "sps": float(np.mean([m["charts/SPS"] for m in history])) if history else None,
+            "eval_reward": final_eval,
+            "hpa_reward": float(hpa.reward.mean()),
+            "eval_episodes": args.eval_episodes,
+            "episodic_return": next((m["charts/episodic_return"] for m in reversed(history)
+                                     if "charts/episodic_return" in m), None),
+        }
+        for tracker in trackers:
+            result |= tracker.finish(result)
+        trackers.clear()
+    finally:
+        for tracker in trackers:
+            tracker.abort()
+    return result
+
+
+def eval_rl(
+    checkpoint: Path,
+    episodes: int = 10,
+    *,
+    trace: str | Path | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """The seed's ``{"avg_reward", "std_reward", "episodes"}`` for the checkpoint, plus the same
+    episodes run by the baselines and PPO's paired improvement over HPA."""
+    payload = load_checkpoint(checkpoint)
+    config = SimConfig(**{k: tuple(v) if isinstance(v, list) else v
+                          for k, v in payload["sim_config"].items()})
+    traffic = _evaluation_traffic(payload, trace, config)
+    seeds = eval_seeds(episodes)
+    ppo = evaluate_policy(PPOPolicy.from_checkpoint(checkpoint, device), traffic, seeds=seeds,
+                          config=config)
+    baselines = {name: evaluate_policy(make_baseline(name, config), traffic, seeds=seeds,
+                                       config=config) for name in EVAL_BASELINES}
+    return {
+        "avg_reward": float(ppo.reward.mean()),
+        "std_reward": float(ppo.reward.std(ddof=1)) if episodes > 1 else 0.0,
+        "episodes": episodes,
+        "traffic": traffic.name,
+        "policies": {"ppo": ppo.summary(), **{n: e.summary() for n, e in baselines.items()}},
+        "improvement_vs_hpa": paired_improvement(ppo, baselines["hpa"]),
+    }
+
+
+def _evaluation_traffic(payload: dict[str, Any], trace: str | Path | None,
+                        config: SimConfig) -> RateSeries:
+    """The traffic a checkpoint is judged on: ``trace``'s held-out part, else the training
+    traffic's evaluation part (the synthetic profile, or the trace's holdout)."""
+    if trace is not None:
+        return traffic_for(trace, config).evaluation
+    name = payload["traffic"]
+    if name.startswith("synthetic:seed"):
+        return traffic_for(None, config, seed=int(name.removeprefix("synthetic:seed"))).evaluation
+    path, _, part = name.rpartition(":train")
+    return traffic_for(path, config, holdout_fraction=round(1 - float(part), 6)).evaluation
+
+
+def canary_rl(
+    checkpoint: Path,
+    episodes: int = 16,
+    *,
+    trace: str | Path | None = None,
+    champion_checkpoint: Path | None = None,
+    use_registry: bool = True,
+) -> dict[str, Any]:
+    """The RL gate: the candidate must beat the HPA rule and the current champion on the same
+    fixed episodes (mean paired reward improvement above zero for both)."""
+    payload = load_checkpoint(checkpoint)
+    config = SimConfig(**{k: tuple(v) if isinstance(v, list) else v
+                          for k, v in payload["sim_config"].items()})
+    traffic = _evaluation_traffic(payload, trace, config)
+    seeds = eval_seeds(episodes)
+    candidate = evaluate_policy(PPOPolicy.from_checkpoint(checkpoint), traffic, seeds=seeds,
+                                config=config)
+    hpa = evaluate_policy(make_baseline("hpa", config), traffic, seeds=seeds, config=config)
+    vs_hpa = paired_improvement(candidate, hpa)
+    checks = [{"check": "vs_hpa", "passed": vs_hpa["mean"] > 0,
+               "reason": f"reward {candidate.reward.mean():.2f} vs HPA {hpa.reward.mean():.2f} "
+                         f"(paired improvement {vs_hpa['mean']:+.2%})"}]
+    champion_path, champion_version = _champion(champion_checkpoint, use_registry)
+    result: dict[str, Any] = {"reward": float(candidate.reward.mean()),
+                              "hpa_reward": float(hpa.reward.mean()),
+                              "improvement_vs_hpa": vs_hpa, "champion_version": champion_version}
+    if champion_path is not None:
+        champion = evaluate_policy(PPOPolicy.from_checkpoint(champion_path), traffic, seeds=seeds,
+                                   config=config)
+        vs_champion = paired_improvement(candidate, champion)
+        result |= {"champion_reward": float(champion.reward.mean()),
+                   "improvement_vs_champion": vs_champion}
+        checks.append({"check": "vs_champion", "passed": vs_champion["mean"] > 0,
+                       "reason": f"reward {candidate.reward.mean():.2f} vs champion "
+                                 f"{champion.reward.mean():.2f} (paired improvement "
+                                 f"{vs_champion['mean']:+.2%})"})
+    else:
+        checks.append({"check": "vs_champion", "passed": True,
+                       "reason": "no champion yet: nothing to compare against"})
+    passed = all(c["passed"] for c in checks)
+    result |= {"passed": passed, "episodes": episodes, "traffic": traffic.name, "checks": checks,
+               "reasons": [c["reason"] for c in checks if not c["passed"]] or
+                          [c["reason"] for c in checks]}
+    from ml.rl.tracking import record_gate
+
+    record_gate(checkpoint, result)
+    return {"passed": passed, **{k: v for k, v in result.items() if k != "passed"}}
+
+
+def _champion(path: Path | None, use_registry: bool) -> tuple[Path | None, str | None]:
+    if path is not None:
+        return path, str(path)
+    if not use_registry:
+        return None, None
+    from ml.rl.tracking import champion_checkpoint
+
+    found = champion_checkpoint(Path(tempfile.mkdtemp(prefix="pmx-rl-champion-")))
+    return found if found is not None else (None, None)
+

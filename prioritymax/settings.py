@@ -85,8 +85,8 @@ class Settings(BaseSettings):
     otel_jaeger_port: int = Field(6831, validation_alias=_env("OTEL_EXPORTER_JAEGER_AGENT_PORT"))
 
     # --- trainer (seed: "PriorityMax Unified Trainer") -----------------------------------------
-    # The seed says 4; 16 reaches a useful policy several times sooner (docs/benchmarks.md).
-    rl_envs: int = Field(16, ge=1, validation_alias=_env("PRIORITYMAX_RL_ENVS"))
+    # The seed says 4; 64 reaches a useful policy many times sooner (docs/benchmarks.md).
+    rl_envs: int = Field(64, ge=1, validation_alias=_env("PRIORITYMAX_RL_ENVS"))
     trainer_log: LogLevel = Field("INFO", validation_alias=_env("PRIORITYMAX_TRAINER_LOG"))
     ray_address: str | None = Field(None, validation_alias=_env("RAY_ADDRESS"))
     ray_local_mode: bool = Field(False, validation_alias=_env("RAY_LOCAL_MODE"))

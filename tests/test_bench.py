@@ -27,3 +27,13 @@ def test_predictor_bench_on_a_small_trace(small_trace):
     figures = last_json_line(["bench/predictor.py", "--data", str(small_trace), "--repeats", "1"])
     assert {"overhead_vs_raw_lightgbm", "duckdb_vs_pandas_feature_speedup", "rmse",
             "rmse_persistence", "rmse_seasonal_naive"} <= set(figures)
+
+
+def test_ppo_benches_quick():
+    figures = last_json_line(["bench/ppo_throughput.py", "--quick"])
+    assert {"ours_steps_per_s", "sb3_steps_per_s", "ratio_vs_sb3", "time_to_hpa_ratio",
+            "ours_max_steps_per_s"} <= set(figures)
+    quality = last_json_line(["bench/policy_quality.py", "--train-seeds", "1", "--epochs", "2",
+                              "--episodes", "5"])
+    assert {"ppo_reward", "hpa_reward", "improvement_vs_hpa", "ppo_sla_violation_rate",
+            "hpa_sla_violation_rate"} <= set(quality)

@@ -48,8 +48,8 @@ class Args:
     """Hyperparameters and run options; the CLI's flags map onto these fields."""
 
     epochs: int = 150  # PPO iterations: rollout + update
-    steps: int = 4096  # env steps collected per epoch, all envs together
-    num_envs: int = 16  # the CLI takes PRIORITYMAX_RL_ENVS
+    steps: int = 2048  # env steps collected per epoch, all envs together
+    num_envs: int = 64  # the CLI takes PRIORITYMAX_RL_ENVS
     lr: float = 1e-3
     device: str = "cpu"
     seed: int = 0

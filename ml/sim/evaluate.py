@@ -132,3 +132,30 @@ def paired_improvement(
         raise ValueError("paired comparison needs the same seeds for both policies")
     relative = (candidate.reward - baseline.reward) / np.abs(baseline.reward)
     return mean_ci(relative)
+
+
+def best_of_grid(
+    name: str,
+    grid: dict[str, Sequence[Any]],
+    source: RateSeries,
+    *,
+    seeds: Sequence[int],
+    config: SimConfig,
+) -> tuple[dict[str, Any], PolicyEvaluation]:
+    """The parameters of baseline ``name`` with the best mean reward over a grid, and their
+    evaluation: tuning a baseline on a trace's training part so it is no strawman."""
+    import itertools
+
+    from ml.sim.policies import make_baseline
+
+    keys = list(grid)
+    best: tuple[dict[str, Any], PolicyEvaluation] | None = None
+    for values in itertools.product(*(grid[k] for k in keys)):
+        params = dict(zip(keys, values, strict=True))
+        evaluation = evaluate_policy(make_baseline(name, config, **params), source, seeds=seeds,
+                                     config=config)
+        if best is None or evaluation.reward.mean() > best[1].reward.mean():
+            best = (params, evaluation)
+    if best is None:
+        raise ValueError("empty grid")
+    return best

@@ -43,7 +43,7 @@ def main() -> None:
     traffic = traffic_for(args.trace or get_settings().trace_path, config)
     threads = os.cpu_count() or 1
     setups = {
-        "default_16_envs": Args(epochs=args.epochs, eval_every=0, checkpoint_every=10**6),
+        "defaults": Args(epochs=args.epochs, eval_every=0, checkpoint_every=10**6),
         "large_1024_envs": Args(num_envs=1024, steps=1024 * 64, minibatch_size=8192,
                                 epochs=args.epochs, eval_every=0, checkpoint_every=10**6),
     }

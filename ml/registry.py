@@ -106,6 +106,20 @@ def download_artifacts(run_id: str, path: str, destination: Path) -> Path:
     return Path(client().download_artifacts(run_id, path, str(destination)))
 
 
+def champion_checkpoint(name: str, pattern: str, destination: Path) -> tuple[Path, str] | None:
+    """The champion version's checkpoint file (its ``checkpoint`` artifact matching
+    ``pattern``), downloaded into ``destination``, with the version; None without a champion."""
+    if not registry_exists():
+        return None
+    version = version_by_alias(name, CHAMPION)
+    if version is None:
+        return None
+    files = sorted(download_artifacts(version.run_id, "checkpoint", destination).glob(pattern))
+    if not files:
+        raise RegistryError(f"{name} champion version {version.version} has no checkpoint artifact")
+    return files[0], str(version.version)
+
+
 def record_gate(name: str, version: str | int, gate: dict[str, Any]) -> None:
     """Write a gate result onto the version as ``gate.*`` tags (what promote checks)."""
     mlflow_client = client()

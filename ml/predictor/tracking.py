@@ -84,16 +84,8 @@ def log_to_mlflow(
 
 def champion_checkpoint(destination: Path) -> tuple[PredictorModel, str] | None:
     """The registry's champion predictor, loaded from its checkpoint artifact, with its version."""
-    if not registry.registry_exists():
-        return None
-    version = registry.version_by_alias(MODEL_NAME, registry.CHAMPION)
-    if version is None:
-        return None
-    folder = registry.download_artifacts(version.run_id, "checkpoint", destination)
-    pickles = sorted(folder.glob("*.pkl"))
-    if not pickles:
-        raise registry.RegistryError(f"champion version {version.version} has no checkpoint artifact")
-    return PredictorModel.load(pickles[0]), str(version.version)
+    found = registry.champion_checkpoint(MODEL_NAME, "*.pkl", destination)
+    return None if found is None else (PredictorModel.load(found[0]), found[1])
 
 
 def log_to_wandb(model: PredictorModel, ckpt: Path, result: dict[str, Any], curve: list[float]) -> str:

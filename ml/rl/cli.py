@@ -70,12 +70,11 @@ def train_rl_command(epochs, steps, lr, device, checkpoint, num_envs, seed, trac
 @click.option("--episodes", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--trace", type=FILE, default=None,
               help="evaluate on this trace's held-out part [default: the training traffic's]")
-@click.option("--device", default="cpu", show_default=True)
-def eval_rl_command(checkpoint, episodes, trace, device):
+def eval_rl_command(checkpoint, episodes, trace):
     """Evaluate PPO checkpoint (and the baselines on the same episodes)."""
     from ml.rl.train import eval_rl
 
-    _emit(eval_rl(checkpoint or _default_checkpoint(), episodes, trace=trace, device=device))
+    _emit(eval_rl(checkpoint or _default_checkpoint(), episodes, trace=trace))
 
 
 @click.command("canary_rl")

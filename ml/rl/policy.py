@@ -36,21 +36,20 @@ class ExportedPolicy(torch.nn.Module):
 class PPOPolicy:
     name = "ppo"
 
-    def __init__(self, agent: Agent, obs_rms: RunningMeanStd, device: str = "cpu",
-                 seed: int = 0) -> None:
+    def __init__(self, agent: Agent, obs_rms: RunningMeanStd, seed: int = 0) -> None:
         self.agent = agent
         self.obs_rms = RunningMeanStd(np.array(obs_rms.mean), np.array(obs_rms.var), obs_rms.count)
-        self.device = torch.device(device)
         self.seed = seed
         self.rollout = RolloutPolicy(agent)
         self.rng = np.random.default_rng(seed)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> PPOPolicy:
+    def from_checkpoint(cls, path: str | Path) -> PPOPolicy:
+        """Any checkpoint, whatever device it trained on: acting runs in numpy on the CPU."""
         payload = load_checkpoint(path)
         agent = Agent(payload["obs_dim"], payload["num_actions"], payload["args"]["hidden_dim"])
         agent.load_state_dict(payload["agent"])
-        return cls(agent.to(device).eval(), RunningMeanStd.from_state(payload["obs_rms"]), device)
+        return cls(agent.eval(), RunningMeanStd.from_state(payload["obs_rms"]))
 
     def reset(self, num_envs: int) -> None:
         self.rng = np.random.default_rng(self.seed)

@@ -132,13 +132,4 @@ def record_gate(checkpoint: Path, result: dict[str, Any]) -> None:
 
 def champion_checkpoint(destination: Path) -> tuple[Path, str] | None:
     """The registry champion's checkpoint file, downloaded, with its version."""
-    if not registry.registry_exists():
-        return None
-    version = registry.version_by_alias(MODEL_NAME, registry.CHAMPION)
-    if version is None:
-        return None
-    folder = registry.download_artifacts(version.run_id, "checkpoint", destination)
-    files = sorted(folder.glob("*.pt"))
-    if not files:
-        raise registry.RegistryError(f"{MODEL_NAME} champion {version.version} has no checkpoint")
-    return files[0], str(version.version)
+    return registry.champion_checkpoint(MODEL_NAME, "*.pt", destination)

@@ -77,7 +77,7 @@ def train_rl(
                           config=config)
 
     def evaluate(state: TrainState) -> float:
-        policy = PPOPolicy(state.agent, state.obs_rms, args.device)
+        policy = PPOPolicy(state.agent, state.obs_rms)
         return float(evaluate_policy(policy, traffic.evaluation, seeds=seeds,
                                      config=config).reward.mean())
 
@@ -131,7 +131,6 @@ def eval_rl(
     episodes: int = 10,
     *,
     trace: str | Path | None = None,
-    device: str = "cpu",
 ) -> dict[str, Any]:
     """The seed's ``{"avg_reward", "std_reward", "episodes"}`` for the checkpoint, plus the same
     episodes run by the baselines and PPO's paired improvement over HPA."""
@@ -140,7 +139,7 @@ def eval_rl(
                           for k, v in payload["sim_config"].items()})
     traffic = _evaluation_traffic(payload, trace, config)
     seeds = eval_seeds(episodes)
-    ppo = evaluate_policy(PPOPolicy.from_checkpoint(checkpoint, device), traffic, seeds=seeds,
+    ppo = evaluate_policy(PPOPolicy.from_checkpoint(checkpoint), traffic, seeds=seeds,
                           config=config)
     baselines = {name: evaluate_policy(make_baseline(name, config), traffic, seeds=seeds,
                                        config=config) for name in EVAL_BASELINES}

@@ -87,5 +87,5 @@ def test_ppo_learns_to_beat_the_hpa_rule_on_the_nasa_trace(tmp_path, nasa_trace)
 def test_trains_on_cuda(tmp_path):
     state = run(tmp_path / "cuda.pt", dataclasses.replace(SMALL, epochs=1, device="cuda"))
     assert next(state.agent.parameters()).device.type == "cuda"
-    assert PPOPolicy.from_checkpoint(tmp_path / "cuda.pt", "cuda").act(
+    assert PPOPolicy.from_checkpoint(tmp_path / "cuda.pt").act(
         torch.zeros(2, 13).numpy(), {}).shape == (2,)

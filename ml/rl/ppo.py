@@ -1,7 +1,8 @@
 """PPO for the PriorityMax autoscaler, in one readable file (after CleanRL's ``ppo.py``).
 
 Rollouts come from :class:`~ml.sim.vec_env.PriorityMaxVecEnv`: one numpy call steps every env,
-one batched forward pass of the policy acts for all of them. The update is the usual PPO:
+one batched forward pass of the policy (in numpy, :class:`RolloutPolicy`) acts for all of them.
+The update, in torch on ``device``, is the usual PPO:
 clipped surrogate objective, GAE, advantage normalization, entropy bonus, clipped value loss,
 gradient clipping, learning-rate annealing over minibatch epochs. Observations are normalized
 with running statistics, rewards scaled by the running std of the discounted return.
@@ -74,10 +75,6 @@ class Args:
     @property
     def rollout_steps(self) -> int:
         return max(1, self.steps // self.num_envs)
-
-    @property
-    def batch_size(self) -> int:
-        return self.rollout_steps * self.num_envs
 
 
 def layer(inputs: int, outputs: int, gain: float = math.sqrt(2)) -> nn.Linear:

@@ -17,10 +17,7 @@ from typing import Any
 
 import click
 
-from ml.sim.config import SimConfig
 from prioritymax.settings import get_settings
-
-SIM_DEFAULTS = SimConfig()
 
 TRAFFIC_HELP = "traffic: 'synthetic' or a CSV of timestamp,count rows (default: the NASA trace)"
 
@@ -43,9 +40,10 @@ def trainer() -> None:
 
 
 def _load_series(source: str, *, timestamp_col: str, count_col: str):
+    from ml.sim.config import SimConfig
     from ml.sim.traffic import load_trace, synthetic_series
 
-    config = SIM_DEFAULTS
+    config = SimConfig()
     if source == "synthetic":
         series = synthetic_series(step_seconds=config.step_seconds)
     else:
@@ -88,14 +86,14 @@ def sim_describe(source: str, timestamp_col: str, count_col: str) -> None:
 def sim_dataset(source: str, timestamp_col: str, count_col: str, policy: str, out: Path | None,
                 seed: int) -> None:
     """Write queue_metrics.csv: per-step simulator metrics and the target queue_next_sec."""
-    from ml.sim.dataset import build_queue_metrics, write_queue_metrics
+    from ml.sim.dataset import build_queue_metrics, dataset_path, write_queue_metrics
     from ml.sim.policies import make_baseline
 
     series, config = _load_series(source, timestamp_col=timestamp_col, count_col=count_col)
     frame = build_queue_metrics(series, policy=make_baseline(policy, config), config=config,
                                 seed=seed)
     path = write_queue_metrics(
-        frame, out or get_settings().data_dir / series.name / "queue_metrics.csv"
+        frame, out or dataset_path(get_settings().data_dir, series.name)
     )
     emit({"path": str(path), "rows": len(frame), "columns": list(frame.columns)})
 
@@ -135,20 +133,21 @@ def sim_evaluate(source: str, timestamp_col: str, count_col: str, policies: tupl
               help="holdout episodes per policy")
 @click.option("--holdout-fraction", default=0.2, show_default=True,
               type=click.FloatRange(0, 1, min_open=True, max_open=True))
-@click.option("--episode-steps", default=SIM_DEFAULTS.episode_steps, show_default=True,
-              type=click.IntRange(min=1), help="steps per evaluation episode")
+@click.option("--episode-steps", default=None, type=click.IntRange(min=1),
+              help="steps per evaluation episode [default: the simulator's, 720]")
 @click.option("--seed", default=0, show_default=True)
 def demo(trace: Path | None, synthetic_days: int, episodes: int, holdout_fraction: float,
          episode_steps: int, seed: int) -> None:
     """The main job: datasets from the trace and the synthetic source, every baseline on the
     holdout, one JSON summary."""
     from ml.demo import run_demo
+    from ml.sim.config import SimConfig
 
     settings = get_settings()
     emit(run_demo(
         trace=trace or settings.trace_path,
         data_dir=settings.data_dir,
-        config=SIM_DEFAULTS.replace(episode_steps=episode_steps),
+        config=SimConfig(**({"episode_steps": episode_steps} if episode_steps else {})),
         synthetic_days=synthetic_days,
         episodes=episodes,
         holdout_fraction=holdout_fraction,

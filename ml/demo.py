@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ml.sim.config import SimConfig
-from ml.sim.dataset import TARGET, build_queue_metrics, write_queue_metrics
+from ml.sim.dataset import TARGET, build_queue_metrics, dataset_path, write_queue_metrics
 from ml.sim.evaluate import evaluate_policy
 from ml.sim.policies import BASELINES, make_baseline
 from ml.sim.traffic import RateSeries, load_trace, synthetic_series
@@ -37,7 +37,7 @@ def summarize_source(
     """Dataset plus holdout evaluation of every baseline for one traffic series."""
     started = time.perf_counter()
     frame = build_queue_metrics(series, config=config, seed=seed)
-    path = write_queue_metrics(frame, data_dir / series.name / "queue_metrics.csv")
+    path = write_queue_metrics(frame, dataset_path(data_dir, series.name))
     log.info("%s: wrote %d rows to %s", series.name, len(frame), path)
 
     train, holdout = series.split(holdout_fraction)

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from ml.sim.config import SimConfig
-from ml.sim.dataset import TARGET, build_queue_metrics, write_queue_metrics
+from ml.sim.dataset import TARGET, build_queue_metrics, dataset_path, write_queue_metrics
 from ml.sim.traffic import load_trace
 from prioritymax.settings import get_settings
 
@@ -16,7 +16,7 @@ def queue_metrics(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     config = SimConfig()
     series = load_trace(settings.trace_path, step_seconds=config.step_seconds)
     frame = build_queue_metrics(series.scaled_to(config.mean_arrival_rate), config=config)
-    path = write_queue_metrics(frame, settings.data_dir / series.name / "queue_metrics.csv")
+    path = write_queue_metrics(frame, dataset_path(settings.data_dir, series.name))
     context.log.info("wrote %d rows to %s", len(frame), path)
     return dg.MaterializeResult(
         metadata={

@@ -51,7 +51,8 @@ def default_lgbm_params(seed: int = 0) -> dict[str, Any]:
 
 @dataclass
 class Prepared:
-    """Features of one table and its time-ordered split into train / valid / holdout rows."""
+    """Features of one table, as a frame and as the matrices the estimators take, and the
+    table's time-ordered split into train / valid / holdout rows."""
 
     table: Table
     spec: FeatureSpec
@@ -60,15 +61,16 @@ class Prepared:
     valid: np.ndarray
     holdout: np.ndarray
 
-    def matrix(self, rows: np.ndarray) -> np.ndarray:
-        return self.frame[self.spec.features].to_numpy(dtype=np.float64)[rows]
+    def __post_init__(self) -> None:
+        self._features = self.frame[self.spec.features].to_numpy(dtype=np.float64)
+        # What the estimator learns: the label minus the last known value.
+        self._changes = (self.frame["label"] - self.frame["persistence"]).to_numpy(np.float64)
 
-    def labels(self, rows: np.ndarray) -> np.ndarray:
-        return self.frame["label"].to_numpy(dtype=np.float64)[rows]
+    def matrix(self, rows: np.ndarray) -> np.ndarray:
+        return self._features[rows]
 
     def changes(self, rows: np.ndarray) -> np.ndarray:
-        """What the estimator learns: the label minus the last known value."""
-        return self.labels(rows) - self.frame["persistence"].to_numpy(dtype=np.float64)[rows]
+        return self._changes[rows]
 
     def window(self, rows: np.ndarray) -> dict[str, Any]:
         stamps = self.frame["ts"].iloc[rows]
@@ -88,6 +90,7 @@ def prepare(
     holdout_fraction: float = 0.2,
     timestamp: str = "timestamp",
 ) -> Prepared:
+    """Load, build features, keep the usable rows and split them in time."""
     if not 0.0 < holdout_fraction < 1.0:
         raise DataError(f"holdout fraction must be in (0, 1), got {holdout_fraction}")
     table = load_table(data, target=target, timestamp=timestamp)
@@ -291,12 +294,11 @@ def backtest_predictor(
     0..i (early-stopping on the last 10% of them) and is scored on slice i + 1."""
     if folds < 1:
         raise DataError("folds must be >= 1")
-    table = load_table(data, target=target)
-    spec = FeatureSpec.for_table(table, horizon=horizon)
-    frame = usable_rows(build_features(table, spec))
+    prepared = prepare(data, target, horizon=horizon)  # the folds replace its split
+    spec, frame = prepared.spec, prepared.frame
+    everything = np.arange(len(frame))
+    x_all, y_all = prepared.matrix(everything), prepared.changes(everything)
     edges = np.linspace(0, len(frame), folds + 2).astype(int)
-    x_all = frame[spec.features].to_numpy(dtype=np.float64)
-    y_all = (frame["label"] - frame["persistence"]).to_numpy(dtype=np.float64)
     results = []
     for i in range(folds):
         end, test_end = edges[i + 1], edges[i + 2]

@@ -22,7 +22,7 @@ import numpy as np
 from ml.rl.policy import PPOPolicy
 from ml.rl.ppo import Args, TrainState, load_checkpoint, train
 from ml.sim.config import SimConfig
-from ml.sim.evaluate import evaluate_policy, paired_improvement
+from ml.sim.evaluate import PolicyEvaluation, evaluate_policy, paired_improvement
 from ml.sim.policies import make_baseline
 from ml.sim.traffic import RateSeries, load_trace, synthetic_series
 
@@ -41,16 +41,30 @@ class Traffic:
     name: str
 
 
+_SYNTHETIC = "synthetic:seed"
+_TRAIN_PART = ":train"
+
+
 def traffic_for(trace: str | Path | None, config: SimConfig, holdout_fraction: float = 0.2,
                 seed: int = 0) -> Traffic:
+    """The traffic of a run; its ``name`` (kept in checkpoints) is read back by
+    :func:`traffic_named`."""
     if trace is None or str(trace) == "synthetic":
         series = synthetic_series(step_seconds=config.step_seconds, seed=seed)
         series = series.scaled_to(config.mean_arrival_rate)
-        return Traffic(series, series, f"synthetic:seed{seed}")
+        return Traffic(series, series, f"{_SYNTHETIC}{seed}")
     series = load_trace(trace, step_seconds=config.step_seconds).scaled_to(config.mean_arrival_rate)
     train_part, holdout = series.split(holdout_fraction)
     return Traffic(train_part, holdout,
-                   f"{Path(trace).resolve()}:train{1 - holdout_fraction:.2f}")
+                   f"{Path(trace).resolve()}{_TRAIN_PART}{1 - holdout_fraction:.2f}")
+
+
+def traffic_named(name: str, config: SimConfig) -> Traffic:
+    """The traffic a checkpoint was trained on, from the name :func:`traffic_for` gave it."""
+    if name.startswith(_SYNTHETIC):
+        return traffic_for(None, config, seed=int(name.removeprefix(_SYNTHETIC)))
+    path, _, part = name.rpartition(_TRAIN_PART)
+    return traffic_for(path, config, holdout_fraction=round(1 - float(part), 6))
 
 
 def eval_seeds(episodes: int) -> list[int]:
@@ -126,6 +140,32 @@ def train_rl(
     return result
 
 
+@dataclasses.dataclass(frozen=True)
+class Judgement:
+    """A checkpoint run over fixed held-out episodes; ``run`` runs any other policy on them."""
+
+    config: SimConfig
+    traffic: RateSeries
+    seeds: list[int]
+    evaluation: PolicyEvaluation
+
+    def run(self, policy) -> PolicyEvaluation:
+        return evaluate_policy(policy, self.traffic, seeds=self.seeds, config=self.config)
+
+
+def judge(checkpoint: Path, episodes: int, trace: str | Path | None = None) -> Judgement:
+    """Evaluate a checkpoint on ``trace``'s held-out part, else on its own training traffic's
+    evaluation part, with its own simulator configuration."""
+    payload = load_checkpoint(checkpoint)
+    config = SimConfig.from_dict(payload["sim_config"])
+    traffic = (traffic_for(trace, config) if trace is not None
+               else traffic_named(payload["traffic"], config)).evaluation
+    seeds = eval_seeds(episodes)
+    evaluation = evaluate_policy(PPOPolicy.from_checkpoint(checkpoint), traffic, seeds=seeds,
+                                 config=config)
+    return Judgement(config, traffic, seeds, evaluation)
+
+
 def eval_rl(
     checkpoint: Path,
     episodes: int = 10,
@@ -134,15 +174,9 @@ def eval_rl(
 ) -> dict[str, Any]:
     """The seed's ``{"avg_reward", "std_reward", "episodes"}`` for the checkpoint, plus the same
     episodes run by the baselines and PPO's paired improvement over HPA."""
-    payload = load_checkpoint(checkpoint)
-    config = SimConfig(**{k: tuple(v) if isinstance(v, list) else v
-                          for k, v in payload["sim_config"].items()})
-    traffic = _evaluation_traffic(payload, trace, config)
-    seeds = eval_seeds(episodes)
-    ppo = evaluate_policy(PPOPolicy.from_checkpoint(checkpoint), traffic, seeds=seeds,
-                          config=config)
-    baselines = {name: evaluate_policy(make_baseline(name, config), traffic, seeds=seeds,
-                                       config=config) for name in EVAL_BASELINES}
+    judged = judge(checkpoint, episodes, trace)
+    ppo, traffic = judged.evaluation, judged.traffic
+    baselines = {name: judged.run(make_baseline(name, judged.config)) for name in EVAL_BASELINES}
     return {
         "avg_reward": float(ppo.reward.mean()),
         "std_reward": float(ppo.reward.std(ddof=1)) if episodes > 1 else 0.0,
@@ -151,19 +185,6 @@ def eval_rl(
         "policies": {"ppo": ppo.summary(), **{n: e.summary() for n, e in baselines.items()}},
         "improvement_vs_hpa": paired_improvement(ppo, baselines["hpa"]),
     }
-
-
-def _evaluation_traffic(payload: dict[str, Any], trace: str | Path | None,
-                        config: SimConfig) -> RateSeries:
-    """The traffic a checkpoint is judged on: ``trace``'s held-out part, else the training
-    traffic's evaluation part (the synthetic profile, or the trace's holdout)."""
-    if trace is not None:
-        return traffic_for(trace, config).evaluation
-    name = payload["traffic"]
-    if name.startswith("synthetic:seed"):
-        return traffic_for(None, config, seed=int(name.removeprefix("synthetic:seed"))).evaluation
-    path, _, part = name.rpartition(":train")
-    return traffic_for(path, config, holdout_fraction=round(1 - float(part), 6)).evaluation
 
 
 def canary_rl(
@@ -176,14 +197,9 @@ def canary_rl(
 ) -> dict[str, Any]:
     """The RL gate: the candidate must beat the HPA rule and the current champion on the same
     fixed episodes (mean paired reward improvement above zero for both)."""
-    payload = load_checkpoint(checkpoint)
-    config = SimConfig(**{k: tuple(v) if isinstance(v, list) else v
-                          for k, v in payload["sim_config"].items()})
-    traffic = _evaluation_traffic(payload, trace, config)
-    seeds = eval_seeds(episodes)
-    candidate = evaluate_policy(PPOPolicy.from_checkpoint(checkpoint), traffic, seeds=seeds,
-                                config=config)
-    hpa = evaluate_policy(make_baseline("hpa", config), traffic, seeds=seeds, config=config)
+    judged = judge(checkpoint, episodes, trace)
+    candidate = judged.evaluation
+    hpa = judged.run(make_baseline("hpa", judged.config))
     vs_hpa = paired_improvement(candidate, hpa)
     checks = [{"check": "vs_hpa", "passed": vs_hpa["mean"] > 0,
                "reason": f"reward {candidate.reward.mean():.2f} vs HPA {hpa.reward.mean():.2f} "
@@ -193,8 +209,7 @@ def canary_rl(
                               "hpa_reward": float(hpa.reward.mean()),
                               "improvement_vs_hpa": vs_hpa, "champion_version": champion_version}
     if champion_path is not None:
-        champion = evaluate_policy(PPOPolicy.from_checkpoint(champion_path), traffic, seeds=seeds,
-                                   config=config)
+        champion = judged.run(PPOPolicy.from_checkpoint(champion_path))
         vs_champion = paired_improvement(candidate, champion)
         result |= {"champion_reward": float(champion.reward.mean()),
                    "improvement_vs_champion": vs_champion}
@@ -206,7 +221,7 @@ def canary_rl(
         checks.append({"check": "vs_champion", "passed": True,
                        "reason": "no champion yet: nothing to compare against"})
     passed = all(c["passed"] for c in checks)
-    result |= {"passed": passed, "episodes": episodes, "traffic": traffic.name, "checks": checks,
+    result |= {"passed": passed, "episodes": episodes, "traffic": judged.traffic.name, "checks": checks,
                "reasons": [c["reason"] for c in checks if not c["passed"]] or
                           [c["reason"] for c in checks]}
     from ml.rl.tracking import record_gate

@@ -80,6 +80,9 @@ class EpisodeArrivals:
             if self._rngs[env] is None:
                 raise RuntimeError(f"env {env} has no random generator: reset it with a seed first")
         starts = np.empty(len(envs), dtype=np.int64)
+        if start_index is None:
+            for length in np.unique(lengths):  # computed here, not in the sampling threads
+                self._valid_starts(int(length))
         chunks = [
             chunk
             for length in np.unique(lengths)

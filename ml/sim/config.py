@@ -99,3 +99,8 @@ class SimConfig:
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> SimConfig:
+        """Inverse of :meth:`to_dict`, also after a round trip through JSON (lists for tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})

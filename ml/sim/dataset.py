@@ -89,7 +89,7 @@ def build_queue_metrics(
     keep = (step + 1 < blocks[:, 3]) & (row >= blocks[:, 1]) & (row < blocks[:, 2])
     t_idx, env_idx = np.nonzero(keep)
     index = row[t_idx, env_idx].astype(np.int64)
-    segment = np.searchsorted(series.segment_bounds[:, 0], index, side="right") - 1
+    segment = series.segment_of(index)
 
     frame = {
         "timestamp": pd.to_datetime(series.timestamps[index], utc=True),
@@ -113,6 +113,11 @@ def build_queue_metrics(
         frame[name] = record[name][t_idx, env_idx]
     frame[TARGET] = target[t_idx, env_idx]
     return pd.DataFrame(frame).sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+
+def dataset_path(data_dir: Path, source: str) -> Path:
+    """Where a source's dataset lives in the data home: ``data/<source>/queue_metrics.csv``."""
+    return Path(data_dir) / source / "queue_metrics.csv"
 
 
 def write_queue_metrics(frame: pd.DataFrame, path: str | Path) -> Path:

@@ -65,10 +65,13 @@ class RateSeries:
             )
         return np.concatenate(starts)
 
+    def segment_of(self, rows: np.ndarray) -> np.ndarray:
+        """The index of the segment each row belongs to."""
+        return np.searchsorted(self.segment_bounds[:, 0], rows, side="right") - 1
+
     def segment_end(self, rows: np.ndarray) -> np.ndarray:
         """The exclusive end of the segment each row belongs to."""
-        which = np.searchsorted(self.segment_bounds[:, 0], rows, side="right") - 1
-        return self.segment_bounds[which, 1]
+        return self.segment_bounds[self.segment_of(rows), 1]
 
     def seconds_of_day(self, rows: np.ndarray) -> np.ndarray:
         """UTC seconds since midnight at the start of the given rows."""

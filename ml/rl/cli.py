@@ -48,17 +48,20 @@ def _emit(result) -> None:
               help="stop after this many epochs of this call (resume later)")
 @click.option("--wandb", is_flag=True, help="log to Weights & Biases (offline without WANDB_API_KEY)")
 @click.option("--mlflow", is_flag=True, help="log the run; register the model as rl_agent challenger")
+@click.option("--preset", default=None,
+              help="start from a saved preset (`tune` saves one); flags given here still win")
 def train_rl_command(epochs, steps, lr, device, checkpoint, num_envs, seed, trace, eval_every,
                      eval_episodes, holdout_fraction, torch_threads, fresh, stop_after, wandb,
-                     mlflow):
+                     mlflow, preset):
     """Train single-machine PPO RL agent."""
     from ml.rl.ppo import Args
+    from ml.rl.presets import load_preset
     from ml.rl.train import train_rl
 
     given = {"epochs": epochs, "steps": steps, "lr": lr, "eval_every": eval_every,
-             "eval_episodes": eval_episodes, "torch_threads": torch_threads}
-    args = Args(device=device, seed=seed, num_envs=num_envs or get_settings().rl_envs,
-                **{k: v for k, v in given.items() if v is not None})
+             "eval_episodes": eval_episodes, "torch_threads": torch_threads, "num_envs": num_envs}
+    args = Args(**{"num_envs": get_settings().rl_envs, **(load_preset(preset) if preset else {}),
+                   "device": device, "seed": seed, **{k: v for k, v in given.items() if v is not None}})
     _emit(train_rl(args, checkpoint or _default_checkpoint(), trace=trace,
                    holdout_fraction=holdout_fraction, fresh=fresh, stop_after=stop_after,
                    mlflow=mlflow, wandb=wandb))
@@ -96,4 +99,116 @@ def canary_rl_command(checkpoint, episodes, trace, champion_checkpoint, no_regis
         sys.exit(1)
 
 
-COMMANDS = (train_rl_command, eval_rl_command, canary_rl_command)
+@click.command("rllib_train")
+@click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True,
+              help="RLlib training iterations in all; a resumed run continues to this")
+@click.option("--cpus", type=click.IntRange(min=1), default=2, show_default=True,
+              help="CPUs for a local Ray; env runners = cpus - 1 (the driver keeps one)")
+@click.option("--gpus", type=click.IntRange(min=0), default=0, show_default=True,
+              help="GPUs for a local Ray; >0 puts the learner on a GPU")
+@click.option("--save_dir", "--save-dir", "save_dir", default=None,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="RLlib checkpoints (resumed from) [default: <home>/models/rllib_checkpoints]")
+@click.option("--export", type=FILE, default=None,
+              help="the converted policy .pt [default: <save_dir>/rllib_agent.pt]")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="env steps per iteration (the train batch)")
+@click.option("--num-envs", type=click.IntRange(min=1), default=None,
+              help="envs in all, split across env runners [default: PRIORITYMAX_RL_ENVS]")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--hidden-dim", type=click.IntRange(min=1), default=None)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--trace", type=FILE, default=None,
+              help="traffic CSV: train on its earlier part, evaluate on the latest")
+@click.option("--holdout-fraction", default=0.2, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=None,
+              help="iterations between RLlib checkpoints")
+@click.option("--eval-episodes", type=click.IntRange(min=1), default=None)
+@click.option("--fresh", is_flag=True, help="delete save_dir's checkpoints and start over")
+@click.option("--mlflow", is_flag=True, help="log the run; register the policy as rl_agent challenger")
+def rllib_train_command(epochs, cpus, gpus, save_dir, export, steps, num_envs, lr, hidden_dim, seed,
+                        trace, holdout_fraction, checkpoint_every, eval_episodes, fresh, mlflow):
+    """Distributed PPO with Ray RLlib; exports a .pt that eval_rl reads."""
+    from ml.rl.ppo import Args
+    from ml.rl.rllib import rllib_train
+
+    given = {"steps": steps, "lr": lr, "hidden_dim": hidden_dim,
+             "checkpoint_every": checkpoint_every, "eval_episodes": eval_episodes}
+    args = Args(epochs=epochs, seed=seed, num_envs=num_envs or get_settings().rl_envs,
+                **{k: v for k, v in given.items() if v is not None})
+    _emit(rllib_train(args, save_dir or get_settings().models_dir / "rllib_checkpoints",
+                      cpus=cpus, gpus=gpus, export=export, trace=trace,
+                      holdout_fraction=holdout_fraction, fresh=fresh, mlflow=mlflow))
+
+
+@click.command("tune")
+@click.option("--samples", type=click.IntRange(min=1), default=10, show_default=True,
+              help="trials (configurations) to run")
+@click.option("--scheduler", type=click.Choice(["asha", "fifo"]), default="asha", show_default=True,
+              help="asha stops poor trials early; fifo runs every trial to the end")
+@click.option("--optuna", is_flag=True, help="Optuna's TPE proposes configurations (else random)")
+@click.option("--metric", type=click.Choice(["episode_reward_mean"]), default="episode_reward_mean",
+              show_default=True, help="maximized: mean reward on fixed held-out episodes")
+@click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True,
+              help="PPO epochs per trial at most (ASHA's max_t)")
+@click.option("--grace-period", type=click.IntRange(min=1), default=5, show_default=True,
+              help="epochs before ASHA may stop a trial")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="env steps per epoch")
+@click.option("--num-envs", type=click.IntRange(min=1), default=None,
+              help="envs per trial [default: PRIORITYMAX_RL_ENVS]")
+@click.option("--eval-episodes", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--cpus", type=click.IntRange(min=1), default=None,
+              help="CPUs for a local Ray (one trial per CPU) [default: all]")
+@click.option("--seed", default=0, show_default=True, help="searcher and PPO seed")
+@click.option("--trace", type=FILE, default=None)
+@click.option("--name", default=None, help="experiment folder under <home>/models/tune")
+@click.option("--preset", default="tuned", show_default=True,
+              help="save the best configuration as this train_rl preset")
+def tune_command(samples, scheduler, optuna, metric, epochs, grace_period, steps, num_envs,
+                 eval_episodes, cpus, seed, trace, name, preset):
+    """Ray Tune over PPO's lr, hidden_dim, clip_range, entropy_coef (ASHA, Optuna)."""
+    from ml.rl.ppo import Args
+    from ml.rl.tune import run_tune
+
+    args = Args(epochs=epochs, eval_episodes=eval_episodes,
+                num_envs=num_envs or get_settings().rl_envs, **({"steps": steps} if steps else {}))
+    _emit(run_tune(args, samples=samples, scheduler=scheduler, optuna=optuna, metric=metric,
+                   name=name, preset=preset, trace=trace, cpus=cpus, grace_period=grace_period,
+                   seed=seed))
+
+
+@click.command("torch_distributed")
+@click.option("--world_size", "--world-size", "world_size", type=click.IntRange(min=1), default=2,
+              show_default=True, help="processes (ranks); with --device cuda, one GPU each")
+@click.option("--epochs", type=click.IntRange(min=1), default=None)
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="env steps per epoch, all ranks together")
+@click.option("--num-envs", type=click.IntRange(min=1), default=None,
+              help="envs in all, split over the ranks [default: PRIORITYMAX_RL_ENVS]")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--device", default="cpu", show_default=True, help="cpu (gloo) or cuda (nccl)")
+@click.option("--checkpoint", type=FILE, default=None,
+              help="written by rank 0 [default: <home>/models/rl_agent_ddp.pt]")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--trace", type=FILE, default=None)
+@click.option("--eval-every", type=click.IntRange(min=0), default=None)
+@click.option("--eval-episodes", type=click.IntRange(min=1), default=None)
+@click.option("--preset", default=None, help="start from a saved preset")
+def torch_distributed_command(world_size, epochs, steps, num_envs, lr, device, checkpoint, seed,
+                              trace, eval_every, eval_episodes, preset):
+    """Data-parallel PPO with torch.distributed (DDP) on this machine."""
+    from ml.rl.distributed import torch_distributed
+    from ml.rl.ppo import Args
+    from ml.rl.presets import load_preset
+
+    given = {"epochs": epochs, "steps": steps, "lr": lr, "eval_every": eval_every,
+             "eval_episodes": eval_episodes, "num_envs": num_envs}
+    args = Args(**{"num_envs": get_settings().rl_envs, **(load_preset(preset) if preset else {}),
+                   "device": device, "seed": seed, **{k: v for k, v in given.items() if v is not None}})
+    _emit(torch_distributed(args, world_size,
+                            checkpoint or get_settings().models_dir / "rl_agent_ddp.pt", trace=trace))
+
+
+COMMANDS = (train_rl_command, eval_rl_command, canary_rl_command, rllib_train_command, tune_command,
+            torch_distributed_command)

@@ -112,6 +112,8 @@ class Agent(nn.Module):
         entropy = -(log_probs.exp() * log_probs).sum(-1)
         return log_probs.gather(-1, action[:, None]).squeeze(-1), entropy, self.value(obs)
 
+    forward = evaluate  # what the update calls, so DistributedDataParallel can wrap the agent
+
 
 class RolloutPolicy:
     """The agent's actor and critic as numpy arrays, for collecting rollouts.
@@ -162,7 +164,9 @@ class RunningMeanStd:
         return cls(np.zeros(shape), np.ones(shape))
 
     def update(self, batch: np.ndarray) -> None:
-        batch_mean, batch_var, n = batch.mean(axis=0), batch.var(axis=0), batch.shape[0]
+        self.update_from_moments(batch.mean(axis=0), batch.var(axis=0), batch.shape[0])
+
+    def update_from_moments(self, batch_mean: np.ndarray, batch_var: np.ndarray, n: float) -> None:
         delta = batch_mean - self.mean
         total = self.count + n
         self.mean = self.mean + delta * n / total
@@ -198,6 +202,27 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+class SingleProcess:
+    """``train``'s view of its peers when it has none. :mod:`ml.rl.distributed` gives a
+    data-parallel one: each rank steps its own envs, gradients are all-reduced, normalization
+    statistics pooled, and only rank 0 evaluates, logs and checkpoints."""
+
+    rank = 0
+    world_size = 1
+
+    def wrap(self, agent: Agent) -> nn.Module:
+        """The module the update runs through."""
+        return agent
+
+    def moments(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """Mean, variance and size of a batch pooled over every rank."""
+        return batch.mean(axis=0), batch.var(axis=0), batch.shape[0]
+
+    def divergence(self, agent: Agent) -> float | None:
+        """Largest parameter difference from rank 0 over all ranks (None: nothing to compare)."""
+        return None
+
+
 # --------------------------------------------------------------------------------- checkpoints
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable, or from incompatible settings."""
@@ -228,21 +253,39 @@ def _arrays(value: Any) -> Any:
 _RESUME_KEYS = ("num_envs", "steps", "hidden_dim", "seed")
 
 
-def save_checkpoint(path: Path, args: Args, config: SimConfig, state: TrainState,
-                    env: PriorityMaxVecEnv, next_obs: np.ndarray, traffic: str) -> None:
-    payload = {
+def policy_payload(args: Args, config: SimConfig, traffic: str, agent: Agent,
+                   obs_rms: RunningMeanStd, trainer: str = "ppo") -> dict[str, Any]:
+    """What every checkpoint holds, and all that acting needs (eval_rl, canary_rl, the registry).
+
+    ``trainer`` names what wrote it: only ``ppo`` checkpoints (train_rl) also hold the training
+    state a resume needs; ``rllib`` and ``torch_distributed`` ones hold the policy alone."""
+    actor_out = [m for m in agent.actor if isinstance(m, nn.Linear)]
+    return {
         "format": CHECKPOINT_FORMAT,
         "kind": "ppo",
+        "trainer": trainer,
         "args": dataclasses.asdict(args),
         "sim_config": config.to_dict(),
         "traffic": traffic,
-        "obs_dim": int(next_obs.shape[1]),
-        "num_actions": int(env.single_action_space.n),
+        "obs_dim": int(actor_out[0].in_features),
+        "num_actions": int(actor_out[-1].out_features),
+        "agent": {k: v.detach().cpu() for k, v in agent.state_dict().items()},
+        "obs_rms": obs_rms.to_state(),
+    }
+
+
+def write_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_checkpoint(path: Path, args: Args, config: SimConfig, state: TrainState,
+                    env: PriorityMaxVecEnv, next_obs: np.ndarray, traffic: str) -> None:
+    write_checkpoint(path, policy_payload(args, config, traffic, state.agent, state.obs_rms) | {
         "epoch": state.epoch,
         "global_step": state.global_step,
-        "agent": state.agent.state_dict(),
         "optimizer": state.optimizer.state_dict(),
-        "obs_rms": state.obs_rms.to_state(),
         "return_rms": state.return_rms.to_state(),
         "returns": torch.from_numpy(state.returns.copy()),
         "episode_return": torch.from_numpy(state.episode_return.copy()),
@@ -251,10 +294,7 @@ def save_checkpoint(path: Path, args: Args, config: SimConfig, state: TrainState
         "env": _tensors(env.get_state()),
         "next_obs": torch.from_numpy(next_obs.copy()),
         "history": state.history,
-    }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    })
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
@@ -278,6 +318,11 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
 
 def _check_resumable(path: Path, payload: dict[str, Any], args: Args, config: SimConfig,
                      traffic: str) -> None:
+    if payload.get("trainer", "ppo") != "ppo":
+        raise CheckpointError(
+            f"{path} was written by {payload['trainer']}: it holds a policy, not a training "
+            "state to resume; pass --fresh to overwrite it, or another --checkpoint"
+        )
     saved = payload["args"]
     different = [f"{k}: checkpoint {saved[k]!r}, now {getattr(args, k)!r}"
                  for k in _RESUME_KEYS if saved[k] != getattr(args, k)]
@@ -312,22 +357,33 @@ def train(
     evaluate: Callable[[TrainState], float] | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     progress: bool | None = None,
+    replicas: SingleProcess | None = None,
 ) -> TrainState:
-    """Train (or resume) PPO until ``args.epochs`` epochs are done, or ``stop_after`` more."""
+    """Train (or resume) PPO until ``args.epochs`` epochs are done, or ``stop_after`` more.
+
+    With ``replicas`` of world size W (data-parallel), ``args`` describe the whole job: this rank
+    steps ``num_envs / W`` of the envs (the ones a single process would seed alike) and updates
+    on minibatches of ``minibatch_size / W``, so W ranks together do what one process with the
+    combined batch does."""
     from tqdm.auto import tqdm
 
     config = config or SimConfig()
+    replicas = replicas or SingleProcess()
+    main = replicas.rank == 0
     torch.set_num_threads(args.torch_threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda, but torch sees no CUDA device")
-    env = PriorityMaxVecEnv(args.num_envs, config, traffic, autoreset_mode="SameStep")
+    n = args.num_envs // replicas.world_size
+    env = PriorityMaxVecEnv(n, config, traffic, autoreset_mode="SameStep")
     obs_dim, num_actions = env.single_observation_space.shape[0], int(env.single_action_space.n)
     torch.manual_seed(args.seed)  # the initial weights (a resume then loads its own)
     agent, optimizer = make_agent(obs_dim, num_actions, args,
                                   hold_action=config.scale_deltas.index(0))
 
-    payload = None if fresh or not checkpoint.exists() else load_checkpoint(checkpoint, "cpu")
+    model = replicas.wrap(agent)
+    resumable = replicas.world_size == 1
+    payload = None if fresh or not resumable or not checkpoint.exists() else load_checkpoint(checkpoint)
     if payload is not None:
         _check_resumable(checkpoint, payload, args, config, traffic_name)
         agent.load_state_dict(payload["agent"])
@@ -344,13 +400,13 @@ def train(
                            payload["epoch"], payload["global_step"], list(payload["history"]))
         log.info("resuming %s at epoch %d (%d steps)", checkpoint, state.epoch, state.global_step)
     else:
-        next_obs_raw, _ = env.reset(seed=args.seed)
+        next_obs_raw, _ = env.reset(seed=args.seed + replicas.rank * n)
         state = TrainState(agent, optimizer, RunningMeanStd.zeros((obs_dim,)),
-                           RunningMeanStd.zeros(()), np.zeros(args.num_envs),
-                           np.zeros(args.num_envs), np.random.default_rng(args.seed))
-        state.obs_rms.update(next_obs_raw)
+                           RunningMeanStd.zeros(()), np.zeros(n), np.zeros(n),
+                           np.random.default_rng((args.seed, replicas.rank) if replicas.rank else args.seed))
+        state.obs_rms.update_from_moments(*replicas.moments(next_obs_raw))
 
-    n, steps = args.num_envs, args.rollout_steps
+    steps = args.rollout_steps
     raw_obs_buf = np.zeros((steps, n, obs_dim), dtype=np.float32)
     obs_buf = np.zeros((steps, n, obs_dim), dtype=np.float32)
     actions_buf = np.zeros((steps, n), dtype=np.int64)
@@ -362,7 +418,7 @@ def train(
 
     last_epoch = args.epochs if stop_after is None else min(args.epochs, state.epoch + stop_after)
     bar = tqdm(total=last_epoch, initial=state.epoch, desc="train_rl", unit="epoch",
-               disable=None if progress is None else not progress)
+               disable=not main or (None if progress is None else not progress))
     next_done = np.zeros(n, dtype=np.float32)
     while state.epoch < last_epoch:
         started = time.perf_counter()
@@ -398,9 +454,9 @@ def train(
             rewards_buf[step] = scaled
             next_obs = state.obs_rms.normalize(next_obs_raw)
             next_done = done.astype(np.float32)
-        state.global_step += steps * n
-        state.obs_rms.update(raw_obs_buf.reshape(-1, obs_dim))
-        state.return_rms.update(returns_buf.reshape(-1))
+        state.global_step += steps * n * replicas.world_size
+        state.obs_rms.update_from_moments(*replicas.moments(raw_obs_buf.reshape(-1, obs_dim)))
+        state.return_rms.update_from_moments(*replicas.moments(returns_buf.reshape(-1)))
 
         # ---- GAE
         next_value = policy.value(next_obs)
@@ -419,19 +475,24 @@ def train(
         def tensor(array: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(array.reshape(steps * n, *array.shape[2:])).to(device)
 
-        metrics = update(agent, optimizer, args, tensor(obs_buf), tensor(actions_buf),
+        metrics = update(model, agent, optimizer, args, tensor(obs_buf), tensor(actions_buf),
                          tensor(logprobs_buf), tensor(advantages), tensor(returns),
-                         tensor(values_buf))
+                         tensor(values_buf), minibatch=args.minibatch_size // replicas.world_size)
         state.epoch += 1
+        divergence = replicas.divergence(agent)
         seconds = time.perf_counter() - started
         metrics |= {
             "epoch": state.epoch,
             "global_step": state.global_step,
-            "charts/SPS": steps * n / seconds,
+            "charts/SPS": steps * n * replicas.world_size / seconds,
             "charts/learning_rate": optimizer.param_groups[0]["lr"],
         }
+        if divergence is not None:
+            metrics["dist/param_divergence"] = divergence
         if episode_returns:
             metrics["charts/episodic_return"] = float(np.mean(episode_returns))
+        if not main:
+            continue
         if evaluate is not None and args.eval_every and state.epoch % args.eval_every == 0:
             metrics["charts/eval_reward"] = evaluate(state)
         state.history.append(metrics)
@@ -441,23 +502,32 @@ def train(
         bar.set_postfix(sps=f"{metrics['charts/SPS']:,.0f}",
                         eval=f"{metrics.get('charts/eval_reward', float('nan')):.1f}")
         if state.epoch % args.checkpoint_every == 0 or state.epoch == last_epoch:
-            save_checkpoint(checkpoint, args, config, state, env, next_obs_raw, traffic_name)
+            if resumable:
+                save_checkpoint(checkpoint, args, config, state, env, next_obs_raw, traffic_name)
+            else:
+                write_checkpoint(checkpoint, policy_payload(
+                    args, config, traffic_name, agent, state.obs_rms, trainer="torch_distributed"
+                ) | {"epoch": state.epoch, "global_step": state.global_step,
+                     "world_size": replicas.world_size, "history": state.history})
     bar.close()
     env.close()
     return state
 
 
-def update(agent: Agent, optimizer: torch.optim.Optimizer, args: Args, obs, actions, logprobs,
-           advantages, returns, values) -> dict[str, float]:
-    """PPO's minibatch epochs over one rollout; returns the ``losses/*`` metrics."""
+def update(model: nn.Module, agent: Agent, optimizer: torch.optim.Optimizer, args: Args, obs,
+           actions, logprobs, advantages, returns, values, minibatch: int) -> dict[str, float]:
+    """PPO's minibatch epochs over one rollout; returns the ``losses/*`` metrics.
+
+    ``model`` is the agent itself, or its DistributedDataParallel wrapper (which all-reduces the
+    gradients during ``backward``)."""
     batch = obs.shape[0]
-    minibatch = min(args.minibatch_size, batch)
+    minibatch = max(1, min(minibatch, batch))
     clipfracs = []
     for _ in range(args.update_epochs):
         order = torch.randperm(batch, device=obs.device)
         for start in range(0, batch, minibatch):
             index = order[start : start + minibatch]
-            new_logprob, entropy, new_value = agent.evaluate(obs[index], actions[index])
+            new_logprob, entropy, new_value = model(obs[index], actions[index])
             log_ratio = new_logprob - logprobs[index]
             ratio = log_ratio.exp()
             with torch.no_grad():

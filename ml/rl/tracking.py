@@ -35,6 +35,12 @@ def update_metadata(checkpoint: Path, **sections: Any) -> None:
     atomic_write_bytes(metadata_path(checkpoint), json.dumps(document, indent=2, default=str).encode())
 
 
+def forget_metadata(checkpoint: Path) -> None:
+    """Drop the registry version and gate result kept for a checkpoint about to be rewritten:
+    they describe the policy it held before."""
+    metadata_path(checkpoint).unlink(missing_ok=True)
+
+
 def _flat(metrics: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if k not in ("epoch", "global_step")
             and v == v}  # v == v drops NaN
@@ -43,14 +49,15 @@ def _flat(metrics: dict[str, float]) -> dict[str, float]:
 class MlflowTracker:
     """An MLflow run for one train_rl call: params now, metrics every epoch, model at the end."""
 
-    def __init__(self, args: Args, checkpoint: Path, traffic: str) -> None:
+    def __init__(self, args: Args, checkpoint: Path, traffic: str, *, run_name: str = "ppo",
+                 extra_params: dict[str, Any] | None = None) -> None:
         import mlflow
 
         self.checkpoint = checkpoint
-        self._run = registry.start_run(EXPERIMENT, f"ppo-{args.num_envs}envs",
+        self._run = registry.start_run(EXPERIMENT, f"{run_name}-{args.num_envs}envs",
                                        tags={"traffic": traffic})
         self.run = self._run.__enter__()
-        mlflow.log_params({**dataclasses.asdict(args), "traffic": traffic})
+        mlflow.log_params({**dataclasses.asdict(args), "traffic": traffic, **(extra_params or {})})
 
     def log_epoch(self, metrics: dict[str, float]) -> None:
         import mlflow

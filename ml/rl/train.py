@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from ml.rl.policy import PPOPolicy
 from ml.rl.ppo import Args, TrainState, load_checkpoint, train
+from ml.rl.tracking import forget_metadata
 from ml.sim.config import SimConfig
 from ml.sim.evaluate import PolicyEvaluation, evaluate_policy, paired_improvement
 from ml.sim.policies import make_baseline
@@ -71,6 +73,18 @@ def eval_seeds(episodes: int) -> list[int]:
     return list(range(EVAL_SEEDS_FROM, EVAL_SEEDS_FROM + episodes))
 
 
+def evaluator(traffic: RateSeries, config: SimConfig, episodes: int) -> Callable[[TrainState], float]:
+    """Mean reward of the policy being trained, on fixed held-out episodes (``train``'s
+    ``evaluate`` hook: charts/eval_reward, and Tune's metric)."""
+    seeds = eval_seeds(episodes)
+
+    def evaluate(state: TrainState) -> float:
+        policy = PPOPolicy(state.agent, state.obs_rms)
+        return float(evaluate_policy(policy, traffic, seeds=seeds, config=config).reward.mean())
+
+    return evaluate
+
+
 def train_rl(
     args: Args,
     checkpoint: Path,
@@ -86,14 +100,10 @@ def train_rl(
     """Train (or resume) PPO; evaluate against HPA every ``eval_every`` epochs; return a summary."""
     config = SimConfig()
     traffic = traffic_for(trace, config, holdout_fraction)
-    seeds = eval_seeds(args.eval_episodes)
-    hpa = evaluate_policy(make_baseline("hpa", config), traffic.evaluation, seeds=seeds,
-                          config=config)
-
-    def evaluate(state: TrainState) -> float:
-        policy = PPOPolicy(state.agent, state.obs_rms)
-        return float(evaluate_policy(policy, traffic.evaluation, seeds=seeds,
-                                     config=config).reward.mean())
+    hpa = evaluate_policy(make_baseline("hpa", config), traffic.evaluation,
+                          seeds=eval_seeds(args.eval_episodes), config=config)
+    evaluate = evaluator(traffic.evaluation, config, args.eval_episodes)
+    forget_metadata(checkpoint)
 
     trackers = []
     if mlflow:

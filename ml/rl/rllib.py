@@ -96,7 +96,8 @@ def build_config(args: Args, *, cpus: int, gpus: int, sim_config: SimConfig, tra
         .training(lr=args.lr, gamma=args.gamma, lambda_=args.gae_lambda, clip_param=args.clip_coef,
                   entropy_coeff=args.ent_coef, vf_loss_coeff=args.vf_coef,
                   grad_clip=args.max_grad_norm, use_kl_loss=False,
-                  train_batch_size_per_learner=args.steps, minibatch_size=args.minibatch_size,
+                  train_batch_size_per_learner=args.steps,
+                  minibatch_size=min(args.minibatch_size, args.steps),
                   num_epochs=args.update_epochs)
         .rl_module(model_config=DefaultModelConfig(
             fcnet_hiddens=[args.hidden_dim, args.hidden_dim], fcnet_activation="tanh",

@@ -15,8 +15,10 @@ returned, and saved as the train_rl preset ``preset`` (see :mod:`ml.rl.presets`)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -153,7 +155,8 @@ def run_tune(
             run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
                                       callbacks=[_progress_callback()] if progress else []),
         )
-        grid = tuner.fit()
+        with contextlib.redirect_stdout(sys.stderr):  # Tune's banners; stdout carries the JSON
+            grid = tuner.fit()
     trials = []
     for result in grid:
         history = result.metrics_dataframe

@@ -37,3 +37,9 @@ def test_ppo_benches_quick():
                               "--episodes", "5"])
     assert {"ppo_reward", "hpa_reward", "improvement_vs_hpa", "ppo_sla_violation_rate",
             "hpa_sla_violation_rate"} <= set(quality)
+
+
+def test_scale_bench_quick():
+    figures = last_json_line(["bench/scale.py", "--quick"])
+    assert {"ratio_ours_vs_rllib", "asha_compute_fraction", "ddp_scaling", "asha_best",
+            "fifo_best", "asha_epochs", "fifo_epochs"} <= set(figures)

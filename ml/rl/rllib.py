@@ -202,8 +202,7 @@ def rllib_train(
 
     from ml.rl.ray_runtime import ray_session
     from ml.rl.tracking import forget_metadata
-    from ml.rl.train import judge, traffic_for
-    from ml.sim.policies import make_baseline
+    from ml.rl.train import final_scores, history_summary, traffic_for
 
     sim_config = SimConfig()
     traffic = traffic_for(trace, sim_config, holdout_fraction)
@@ -249,8 +248,6 @@ def rllib_train(
                 algo.stop()
         forget_metadata(export)
         export_policy(last, export, args, sim_config, traffic.name)
-        judged = judge(export, args.eval_episodes)
-        hpa = judged.run(make_baseline("hpa", judged.config))
         result: dict[str, Any] = {
             "checkpoint": str(export),
             "rllib_checkpoint": str(last),
@@ -264,12 +261,8 @@ def rllib_train(
             "ray": cluster["address"],
             "device": "cuda" if gpus else "cpu",
             "seconds": round(time.perf_counter() - started, 2),
-            "sps": float(np.mean([m["charts/SPS"] for m in history])) if history else None,
-            "eval_reward": float(judged.evaluation.reward.mean()),
-            "hpa_reward": float(hpa.reward.mean()),
-            "eval_episodes": args.eval_episodes,
-            "episodic_return": next((m["charts/episodic_return"] for m in reversed(history)
-                                     if "charts/episodic_return" in m), None),
+            **final_scores(export, args.eval_episodes),
+            **history_summary(history),
         }
         if tracker:
             result |= tracker.finish(result)

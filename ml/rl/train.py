@@ -134,12 +134,10 @@ def train_rl(
             "num_envs": args.num_envs,
             "device": args.device,
             "seconds": round(time.perf_counter() - started, 2),
-            "sps": float(np.mean([m["charts/SPS"] for m in history])) if history else None,
             "eval_reward": final_eval,
             "hpa_reward": float(hpa.reward.mean()),
             "eval_episodes": args.eval_episodes,
-            "episodic_return": next((m["charts/episodic_return"] for m in reversed(history)
-                                     if "charts/episodic_return" in m), None),
+            **history_summary(history),
         }
         for tracker in trackers:
             result |= tracker.finish(result)
@@ -148,6 +146,23 @@ def train_rl(
         for tracker in trackers:
             tracker.abort()
     return result
+
+
+def history_summary(history: list[dict[str, float]]) -> dict[str, float | None]:
+    """Mean steps/s and the latest mean episodic return of a run's per-epoch metrics."""
+    return {
+        "sps": float(np.mean([m["charts/SPS"] for m in history])) if history else None,
+        "episodic_return": next((m["charts/episodic_return"] for m in reversed(history)
+                                 if "charts/episodic_return" in m), None),
+    }
+
+
+def final_scores(checkpoint: Path, episodes: int) -> dict[str, float]:
+    """A finished run's policy and the HPA rule on the same held-out episodes."""
+    judged = judge(checkpoint, episodes)
+    hpa = judged.run(make_baseline("hpa", judged.config))
+    return {"eval_reward": float(judged.evaluation.reward.mean()),
+            "hpa_reward": float(hpa.reward.mean()), "eval_episodes": episodes}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,6 +10,7 @@ import json
 
 import click
 
+from api.cli import serve_api, tokens
 from ml.cli import TrainerGroup, demo, run, sim, trainer
 from ml.models_cli import models
 from prioritymax.settings import get_settings
@@ -30,9 +31,15 @@ def show_settings() -> None:
 cli.add_command(demo)
 cli.add_command(sim)
 cli.add_command(models)
+cli.add_command(serve_api)
+cli.add_command(tokens)
 for _name, _command in trainer.commands.items():
     cli.add_command(_command, _name)
 
 
 def main() -> None:
     run(cli)
+
+
+if __name__ == "__main__":
+    main()

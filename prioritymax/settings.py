@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     # The seed's default for REDIS_URL is redis://localhost:6379/0; we only connect when it is set,
     # so the embedded default needs no external service (README, design notes).
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
+    admin_token: SecretStr | None = Field(None, validation_alias=_env("PRIORITYMAX_ADMIN_TOKEN"))
     workflows_meta_dir_override: Path | None = Field(
         None, validation_alias=_env("WORKFLOWS_META_DIR")
     )

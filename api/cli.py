@@ -1,0 +1,69 @@
+"""``pmx api`` (serve the API with uvicorn) and ``pmx tokens`` (bearer tokens and their roles)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from prioritymax.settings import get_settings
+
+
+@click.command("api")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--log-level", default="info", show_default=True)
+def serve_api(host: str, port: int, log_level: str) -> None:
+    """Serve the PriorityMax API (the config control plane) with uvicorn."""
+    import socket
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if probe.connect_ex((host, port)) == 0:
+            raise click.ClickException(f"{host}:{port} is already taken; pass --port")
+    uvicorn.run("api.main:app", host=host, port=port, log_level=log_level)
+
+
+@click.group("tokens")
+def tokens() -> None:
+    """Bearer tokens for the API: viewer < operator < admin."""
+
+
+@tokens.command("create")
+@click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
+@click.option("--name", required=True, help="who or what uses it (shown in audit lines)")
+def create(role: str, name: str) -> None:
+    """Create a token; it is printed once and stored only as a hash."""
+    from api.db import engine_for
+    from api.security import Role, create_token
+
+    token = create_token(engine_for(get_settings().layout_home().db_url), Role[role], name)
+    click.echo(json.dumps({"name": name, "role": role, "token": token}))
+
+
+@tokens.command("revoke")
+@click.argument("name")
+def revoke(name: str) -> None:
+    """Revoke every token of NAME."""
+    from api.db import engine_for
+    from api.security import revoke_token
+
+    count = revoke_token(engine_for(get_settings().layout_home().db_url), name)
+    if not count:
+        raise click.ClickException(f"no token named {name!r}")
+    click.echo(json.dumps({"name": name, "revoked": count}))
+
+
+@tokens.command("list")
+def list_tokens() -> None:
+    """Token names, roles and whether revoked (never the tokens)."""
+    from sqlalchemy import select
+
+    from api.db import api_tokens, engine_for
+
+    with engine_for(get_settings().layout_home().db_url).connect() as conn:
+        rows = conn.execute(select(api_tokens.c.name, api_tokens.c.role, api_tokens.c.created_at,
+                                   api_tokens.c.revoked).order_by(api_tokens.c.created_at)).all()
+    click.echo(json.dumps([dict(r._mapping) for r in rows], indent=2))

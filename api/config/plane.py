@@ -1,0 +1,120 @@
+"""The control plane of one API process: store, keyring, service, hub, metrics, background loops.
+
+It lives on ``app.state.control_plane``. Our app builds it in its lifespan; an app that only does
+the seed's ``app.include_router(config.router)`` gets one on its first request, and the seed's
+``start_config_background_loop(app)`` / ``start_prometheus_metrics_loop(app)`` start the loops
+(idempotent: a second call does nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import httpx
+
+from api.config.hub import Hub
+from api.config.keyring import Keyring
+from api.config.metrics import ConfigMetrics
+from api.config.service import ConfigService
+from api.db import engine_for
+from api.security import ensure_admin_token
+from prioritymax.settings import Settings, get_settings
+
+log = logging.getLogger("api.config")
+
+VERIFY_EVERY_S = 300.0
+METRICS_EVERY_S = 60.0
+POLL_EVERY_S = 1.0
+
+
+class ControlPlane:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings().layout_home()
+        self.engine = engine_for(self.settings.db_url)
+        key = self.settings.fernet_key.get_secret_value() if self.settings.fernet_key else None
+        self.keyring = Keyring(self.settings.fernet_key_path, key)
+        self.service = ConfigService(self.engine, self.keyring,
+                                     self.settings.logs_dir / "config_audit.jsonl")
+        self.hub = Hub(self.service)
+        self.metrics = ConfigMetrics()
+        self.started_at = time.time()
+        self.last_verification: dict[str, Any] | None = None
+        self._tasks: dict[str, asyncio.Task] = {}
+        admin = self.settings.admin_token.get_secret_value() if self.settings.admin_token else None
+        if ensure_admin_token(self.engine, self.settings.secrets_dir, admin) and not admin:
+            log.warning("created the first admin token in %s", self.settings.secrets_dir / "admin.token")
+        self.refresh_metrics()
+
+    # ------------------------------------------------------------------------------ loops
+    def start_loop(self, name: str, coroutine_factory) -> bool:
+        """Start a named background task once; False when it already runs."""
+        task = self._tasks.get(name)
+        if task is not None and not task.done():
+            return False
+        self._tasks[name] = asyncio.get_running_loop().create_task(coroutine_factory(), name=name)
+        return True
+
+    def start_all(self) -> None:
+        self.start_loop("verify", self._verify_forever)
+        self.start_loop("metrics", self._metrics_forever)
+        self.start_loop("poll", lambda: self.hub.poll_forever(POLL_EVERY_S))
+
+    async def stop(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        for task in self._tasks.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+
+    async def _verify_forever(self) -> None:
+        while True:
+            await self.verify_once()
+            await asyncio.sleep(VERIFY_EVERY_S)
+
+    async def verify_once(self) -> dict[str, Any]:
+        report = self.service.verify()
+        self.last_verification = report
+        if not report["ok"]:
+            self.metrics.verification_failures.inc()
+            log.error("config verification failed: %s", "; ".join(report["problems"]))
+            await self.alert(f"config verification failed: {'; '.join(report['problems'][:5])}")
+        return report
+
+    async def _metrics_forever(self) -> None:
+        while True:
+            self.refresh_metrics()
+            await asyncio.sleep(METRICS_EVERY_S)
+
+    def refresh_metrics(self) -> None:
+        self.metrics.refresh(self.service.snapshot, self.service.revision, self.hub.connections)
+
+    # ----------------------------------------------------------------------------- alerts
+    async def alert(self, text: str) -> None:
+        """Post to Slack when SLACK_WEBHOOK_URL is set; failures are logged, never raised."""
+        if not self.settings.slack_webhook_url:
+            return
+        try:
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                response = await client.post(self.settings.slack_webhook_url.get_secret_value(),
+                                             json={"text": f"[prioritymax config] {text}"})
+                response.raise_for_status()
+        except httpx.HTTPError as error:
+            log.warning("slack alert failed: %s", error)
+
+    def status(self) -> dict[str, Any]:
+        return {"ok": True, "uptime_seconds": int(time.time() - self.started_at),
+                "config_items_cached": len(self.service.snapshot),
+                "ws_connections": self.hub.connections}
+
+
+def control_plane(app) -> ControlPlane:
+    """The app's control plane, created on first use."""
+    plane = getattr(app.state, "control_plane", None)
+    if plane is None:
+        plane = app.state.control_plane = ControlPlane()
+    return plane

@@ -1,0 +1,82 @@
+"""/config items: write, list, get, delete, versions, resolve, rollback."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+
+from api.config.routes.common import IfMatch, TimedRoute, expected_version, http_errors
+from api.config.schemas import ConfigWrite, ItemPublic, Resolved, VersionPublic
+from api.config.service import CONFIG
+from api.deps import Admin, Operator, PlaneDep, Viewer
+from api.security import Role
+
+router = APIRouter(route_class=TimedRoute, tags=["config"])
+
+Tenant = Annotated[str | None, Query(max_length=80, description="org:<id>; omit for global")]
+
+
+@router.post("", response_model=ItemPublic, summary="Create or update a config item")
+async def write_item(body: ConfigWrite, plane: PlaneDep, caller: Operator, if_match: IfMatch = None):
+    if body.is_secret and caller.role < Role.admin:
+        raise HTTPException(403, "writing a secret needs the admin role")
+    with http_errors():
+        item = plane.service.set(CONFIG, body.key, body.value, tenant=body.tenant, actor=caller.name,
+                                 comment=body.comment, is_secret=body.is_secret,
+                                 namespace=body.namespace,
+                                 expected_version=expected_version(if_match, body.expected_version))
+    plane.metrics.changes.labels(kind=CONFIG, operation="set").inc()
+    return item
+
+
+@router.get("", response_model=list[ItemPublic], summary="List config items")
+async def list_items(plane: PlaneDep, _: Viewer, prefix: Annotated[str | None, Query(max_length=200)] = None,
+               namespace: Annotated[str | None, Query(max_length=200)] = None, tenant: Tenant = None):
+    with http_errors():
+        return plane.service.list(CONFIG, prefix=prefix, namespace=namespace, tenant=tenant)
+
+
+@router.get("/{key}", response_model=ItemPublic, summary="One config item of one layer")
+async def get_item(key: str, plane: PlaneDep, _: Viewer, tenant: Tenant = None):
+    with http_errors():
+        return plane.service.get(CONFIG, key, tenant)
+
+
+@router.get("/{key}/resolve", response_model=Resolved,
+            summary="The value a tenant sees (its override, else global) and its layer")
+async def resolve_item(key: str, plane: PlaneDep, _: Viewer, tenant: Tenant = None):
+    with http_errors():
+        return plane.service.resolve(CONFIG, key, tenant)
+
+
+@router.delete("/{key}", response_model=ItemPublic, summary="Delete a config item (a version too)")
+async def delete_item(key: str, plane: PlaneDep, caller: Operator, tenant: Tenant = None,
+                if_match: IfMatch = None):
+    with http_errors():
+        current = plane.service.get(CONFIG, key, tenant)
+        if current["is_secret"] and caller.role < Role.admin:
+            raise HTTPException(403, "deleting a secret needs the admin role")
+        item = plane.service.delete(CONFIG, key, tenant=tenant, actor=caller.name,
+                                    expected_version=expected_version(if_match, None))
+    plane.metrics.changes.labels(kind=CONFIG, operation="delete").inc()
+    return item
+
+
+@router.get("/{key}/versions", response_model=list[VersionPublic], summary="Every version of an item")
+async def item_versions(key: str, plane: PlaneDep, _: Viewer, tenant: Tenant = None):
+    with http_errors():
+        return plane.service.versions(CONFIG, key, tenant)
+
+
+@router.post("/{key}/rollback/{version}", response_model=ItemPublic,
+             summary="Write an earlier version's value as a new version")
+async def rollback_item(key: str, version: int, plane: PlaneDep, caller: Admin, tenant: Tenant = None,
+                        if_match: IfMatch = None):
+    with http_errors():
+        item = plane.service.rollback(CONFIG, key, version, tenant=tenant, actor=caller.name,
+                                      expected_version=expected_version(if_match, None))
+    plane.metrics.changes.labels(kind=CONFIG, operation="rollback").inc()
+    plane.metrics.rollbacks.inc()
+    await plane.alert(f"{caller.name} rolled {key!r} back to version {version}")
+    return item

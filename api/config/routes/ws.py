@@ -1,0 +1,61 @@
+"""WebSocket /config/ws/config: every change, live, in revision order (viewer role and up).
+
+Authenticate with ``?token=`` or an ``Authorization: Bearer`` header; ``?since=REV`` first
+replays every change after REV. Messages: ``{type, kind, key, tenant, version, revision, value,
+item, at}`` with secrets masked; the first message is ``{"type": "hello", "revision": R}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect
+
+from api.config.plane import control_plane
+from api.deps import authenticate
+from api.security import Role
+
+router = APIRouter()
+
+
+@router.websocket("/ws/config")
+async def config_ws(websocket: WebSocket, token: str | None = None, since: int | None = None):
+    plane = control_plane(websocket.app)
+    header = websocket.headers.get("authorization", "")
+    bearer = header[7:] if header.lower().startswith("bearer ") else None
+    try:
+        authenticate(plane, token or bearer, Role.viewer)
+    except HTTPException as error:
+        await websocket.close(code=4401 if error.status_code == 401 else 4403, reason=error.detail)
+        return
+    if since is not None and since < 0:
+        await websocket.close(code=4422, reason="since must be >= 0")
+        return
+    await websocket.accept()
+    subscriber = plane.hub.subscribe(since)
+    await websocket.send_json({"type": "hello", "revision": plane.service.revision})
+
+    async def drain_client() -> None:  # notices a client that went away
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                await websocket.receive_text()
+
+    reader = asyncio.create_task(drain_client())
+    overflow = asyncio.create_task(subscriber.overflowed.wait())
+    try:
+        while True:
+            getter = asyncio.create_task(subscriber.queue.get())
+            done, _ = await asyncio.wait({getter, reader, overflow}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                if overflow in done:
+                    await websocket.close(code=4408, reason="too far behind; reconnect with ?since=")
+                break
+            await websocket.send_json(getter.result())
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        plane.hub.unsubscribe(subscriber)
+        reader.cancel()
+        overflow.cancel()

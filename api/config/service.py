@@ -1,0 +1,444 @@
+"""The config control plane's logic, apart from HTTP: versioned writes, tenant resolution, flags,
+secrets, rotation, verification, cleanup, backups.
+
+Every change is one transaction that writes the new version, updates the current item and
+appends an event whose autoincrement ``revision`` orders it among all changes of all replicas;
+an audit line follows the commit. Readers use :attr:`ConfigService.snapshot`, the public view of
+every current item, which :meth:`ConfigService.catch_up` advances from the event log in revision
+order (after each local write, on a poke from another replica, or on a timer), so a replica only
+ever moves forward through the same sequence of states. Secret values never leave this module
+in plaintext: the snapshot, events, audit lines and backups carry :data:`MASK` or ciphertext.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from api.config import flags
+from api.config.keyring import Keyring
+from api.db import GLOBAL, config_events, config_items, config_versions
+from prioritymax.files import append_jsonl
+
+MASK = "********"
+MAX_VALUE_BYTES = 64 * 1024
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$")
+TENANT_PATTERN = re.compile(r"^org:[A-Za-z0-9_\-]{1,64}$")
+#: Names the router uses below /config/ for its own routes; not usable as keys.
+RESERVED = {"secrets", "features", "ws", "reload", "metrics", "health", "status",
+            "rotate_fernet_key", "cleanup", "backup", "snapshot", "resolve", "events"}
+CONFIG, FLAG = "config", "flag"
+
+
+class ConfigError(Exception):
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(ConfigError):
+    status = 404
+
+
+class Conflict(ConfigError):
+    status = 409
+
+
+class Invalid(ConfigError):
+    status = 422
+
+
+class TooLarge(ConfigError):
+    status = 413
+
+
+def check_key(key: str) -> str:
+    if not KEY_PATTERN.match(key) or ".." in key:
+        raise Invalid(f"invalid key {key!r}: 1-200 characters of letters, digits, '_', '-', '.', "
+                      "starting with a letter, digit or '_', without '..'")
+    if key in RESERVED:
+        raise Invalid(f"key {key!r} is reserved for a route of /config")
+    return key
+
+
+def check_tenant(tenant: str | None) -> str:
+    """The stored form of a tenant: ``org:<id>``, or "" for the global layer."""
+    if tenant in (None, "", "global"):
+        return GLOBAL
+    if not TENANT_PATTERN.match(tenant):
+        raise Invalid(f"invalid tenant {tenant!r}: expected org:<id> (letters, digits, '_', '-')")
+    return tenant
+
+
+def namespace_of(key: str, namespace: str | None) -> str:
+    if namespace is not None:
+        if not KEY_PATTERN.match(namespace) or ".." in namespace:
+            raise Invalid(f"invalid namespace {namespace!r}")
+        return namespace
+    return key.split(".", 1)[0] if "." in key else "default"
+
+
+def public(row: Any) -> dict[str, Any]:
+    """An item as every reader sees it: a secret's value is masked."""
+    return {
+        "kind": row.kind, "key": row.key, "tenant": row.tenant or None, "namespace": row.namespace,
+        "value": MASK if row.is_secret else row.value, "is_secret": bool(row.is_secret),
+        "version": row.version, "updated_at": row.updated_at, "updated_by": row.updated_by,
+        "comment": row.comment,
+    }
+
+
+@dataclass(frozen=True)
+class Change:
+    """One committed change, as broadcast: ``{type, key, tenant, version, revision, value}``."""
+
+    revision: int
+    type: str
+    kind: str
+    key: str
+    tenant: str | None
+    version: int | None
+    item: dict[str, Any] | None  # the public item after the change; None when deleted
+    at: float
+
+    def message(self) -> dict[str, Any]:
+        return {"type": self.type, "kind": self.kind, "key": self.key, "tenant": self.tenant,
+                "version": self.version, "revision": self.revision,
+                "value": self.item["value"] if self.item else None, "item": self.item, "at": self.at}
+
+
+class ConfigService:
+    def __init__(self, engine: Engine, keyring: Keyring, audit_path: Path) -> None:
+        self.engine = engine
+        self.keyring = keyring
+        self.audit_path = Path(audit_path)
+        self.snapshot: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.revision = 0
+        self._lock = threading.Lock()
+        #: Called with each batch of changes catch_up applies, in revision order (the hub).
+        self.listeners: list[Callable[[list[Change]], None]] = []
+        self.load()
+
+    # ------------------------------------------------------------------ the readers' snapshot
+    def load(self) -> int:
+        """(Re)build the snapshot from the items table; returns the number of items."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(config_items)).all()
+            revision = conn.execute(select(func.max(config_events.c.revision))).scalar() or 0
+        with self._lock:
+            self.snapshot = {(r.kind, r.key, r.tenant): public(r) for r in rows}
+            self.revision = revision
+        return len(rows)
+
+    def catch_up(self) -> list[Change]:
+        """Apply the changes committed since :attr:`revision`, in order; return them."""
+        with self._lock:
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(config_events)
+                                    .where(config_events.c.revision > self.revision)
+                                    .order_by(config_events.c.revision)).all()
+            changes = [_change(r) for r in rows]
+            for change in changes:
+                slot = (change.kind, change.key, change.tenant or GLOBAL)
+                if change.item is None:
+                    self.snapshot.pop(slot, None)
+                elif change.kind in (CONFIG, FLAG):
+                    self.snapshot[slot] = change.item
+                self.revision = change.revision
+        if changes:
+            for listener in self.listeners:
+                listener(changes)
+        return changes
+
+    def changes_since(self, revision: int, limit: int = 10_000) -> list[Change]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(config_events).where(config_events.c.revision > revision)
+                                .order_by(config_events.c.revision).limit(limit)).all()
+        return [_change(r) for r in rows]
+
+    def get(self, kind: str, key: str, tenant: str | None) -> dict[str, Any]:
+        item = self.snapshot.get((kind, key, check_tenant(tenant)))
+        if item is None:
+            where = f" for tenant {tenant}" if check_tenant(tenant) else ""
+            raise NotFound(f"no {kind} {key!r}{where}")
+        return item
+
+    def list(self, kind: str, prefix: str | None = None, namespace: str | None = None,
+             tenant: str | None = None, secrets: bool | None = None) -> list[dict[str, Any]]:
+        wanted = None if tenant is None else check_tenant(tenant)
+        items = [item for (k, key, t), item in self.snapshot.items()
+                 if k == kind and (prefix is None or key.startswith(prefix))
+                 and (namespace is None or item["namespace"] == namespace)
+                 and (wanted is None or t == wanted)
+                 and (secrets is None or item["is_secret"] == secrets)]
+        return sorted(items, key=lambda i: (i["key"], i["tenant"] or ""))
+
+    def resolve(self, kind: str, key: str, tenant: str | None) -> dict[str, Any]:
+        """The value a tenant sees: its own override, else the global one."""
+        stored = check_tenant(tenant)
+        chain = [stored, GLOBAL] if stored else [GLOBAL]
+        for layer_tenant in chain:
+            item = self.snapshot.get((kind, key, layer_tenant))
+            if item is not None:
+                return {"key": key, "tenant": stored or None, "value": item["value"],
+                        "layer": "tenant" if layer_tenant else "global", "version": item["version"],
+                        "is_secret": item["is_secret"],
+                        "chain": [f"tenant:{t}" if t else "global" for t in chain]}
+        raise NotFound(f"no {kind} {key!r} for {'tenant ' + stored if stored else 'the global layer'}")
+
+    def evaluate_flag(self, name: str, tenant: str | None,
+                      context: dict[str, Any] | None = None) -> flags.FlagResult:
+        stored = check_tenant(tenant)
+        return flags.evaluate(name, self.snapshot.get((FLAG, name, stored)) if stored else None,
+                              self.snapshot.get((FLAG, name, GLOBAL)), stored or None, context)
+
+    def versions(self, kind: str, key: str, tenant: str | None) -> list[dict[str, Any]]:
+        stored = check_tenant(tenant)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(config_versions).where(
+                config_versions.c.kind == kind, config_versions.c.key == key,
+                config_versions.c.tenant == stored).order_by(config_versions.c.version)).all()
+        if not rows:
+            raise NotFound(f"no versions of {kind} {key!r}")
+        return [{"version": r.version, "value": MASK if r.is_secret else r.value,
+                 "is_secret": r.is_secret, "deleted": r.deleted, "actor": r.actor, "at": r.at,
+                 "comment": r.comment, "previous_version": r.previous_version,
+                 "operation": r.operation} for r in rows]
+
+    # ------------------------------------------------------------------------------ writes
+    def set(self, kind: str, key: str, value: Any, *, tenant: str | None = None, actor: str,
+            comment: str | None = None, is_secret: bool = False, namespace: str | None = None,
+            expected_version: int | None = None, operation: str = "set") -> dict[str, Any]:
+        check_key(key)
+        stored_tenant = check_tenant(tenant)
+        if is_secret:
+            if not isinstance(value, str):
+                raise Invalid("a secret's value must be a string")
+            value = self.keyring.encrypt(value)
+        size = len(json.dumps(value))
+        if size > MAX_VALUE_BYTES:
+            raise TooLarge(f"value of {size} bytes; the limit is {MAX_VALUE_BYTES}")
+        return self._commit(kind, key, stored_tenant, value=value, deleted=False, actor=actor,
+                            comment=comment, is_secret=is_secret, namespace=namespace_of(key, namespace),
+                            expected_version=expected_version, operation=operation)
+
+    def delete(self, kind: str, key: str, *, tenant: str | None = None, actor: str,
+               expected_version: int | None = None, comment: str | None = None) -> dict[str, Any]:
+        return self._commit(kind, key, check_tenant(tenant), value=None, deleted=True, actor=actor,
+                            comment=comment, is_secret=False, namespace=None,
+                            expected_version=expected_version, operation="delete")
+
+    def rollback(self, kind: str, key: str, version: int, *, tenant: str | None = None,
+                 actor: str, expected_version: int | None = None) -> dict[str, Any]:
+        """Write the value of an earlier version as a new version."""
+        stored = check_tenant(tenant)
+        with self.engine.connect() as conn:
+            old = conn.execute(select(config_versions).where(
+                config_versions.c.kind == kind, config_versions.c.key == key,
+                config_versions.c.tenant == stored, config_versions.c.version == version)).first()
+        if old is None:
+            raise NotFound(f"{kind} {key!r} has no version {version}")
+        if old.deleted:
+            raise Invalid(f"version {version} of {key!r} is a deletion; nothing to roll back to")
+        if old.is_secret and not self.keyring.can_decrypt(old.value):
+            raise Conflict(f"version {version} of {key!r} was encrypted with a retired key")
+        return self._commit(kind, key, stored, value=old.value, deleted=False, actor=actor,
+                            comment=f"rollback to version {version}", is_secret=old.is_secret,
+                            namespace=None, expected_version=expected_version, operation="rollback")
+
+    def _commit(self, kind: str, key: str, tenant: str, *, value: Any, deleted: bool, actor: str,
+                comment: str | None, is_secret: bool, namespace: str | None,
+                expected_version: int | None, operation: str) -> dict[str, Any]:
+        now = time.time()
+        with self.engine.begin() as conn:
+            _serialize_writers(conn)
+            current = conn.execute(select(config_items).where(
+                config_items.c.kind == kind, config_items.c.key == key,
+                config_items.c.tenant == tenant)).first()
+            if current is None and deleted:
+                raise NotFound(f"no {kind} {key!r}" + (f" for tenant {tenant}" if tenant else ""))
+            current_version = current.version if current is not None else 0
+            if expected_version is not None and expected_version != current_version:
+                raise Conflict(f"{key!r} is at version {current_version}, not the expected "
+                               f"{expected_version}")
+            last = conn.execute(select(func.max(config_versions.c.version)).where(
+                config_versions.c.kind == kind, config_versions.c.key == key,
+                config_versions.c.tenant == tenant)).scalar() or 0
+            version = last + 1
+            if current is not None and not deleted and current.is_secret != is_secret:
+                raise Conflict(f"{key!r} is {'a secret' if current.is_secret else 'not a secret'}; "
+                               "delete it first to change that")
+            namespace = namespace or (current.namespace if current is not None else namespace_of(key, None))
+            conn.execute(insert(config_versions).values(
+                kind=kind, key=key, tenant=tenant, version=version, value=value,
+                is_secret=is_secret, deleted=deleted, actor=actor, at=now, comment=comment,
+                previous_version=current.version if current is not None else None,
+                operation=operation))
+            row = {"kind": kind, "key": key, "tenant": tenant, "namespace": namespace, "value": value,
+                   "is_secret": is_secret, "version": version, "updated_at": now,
+                   "updated_by": actor, "comment": comment}
+            if deleted:
+                conn.execute(delete(config_items).where(
+                    config_items.c.kind == kind, config_items.c.key == key,
+                    config_items.c.tenant == tenant))
+                item = None
+            else:
+                if current is None:
+                    conn.execute(insert(config_items).values(**row))
+                else:
+                    conn.execute(update(config_items).where(
+                        config_items.c.kind == kind, config_items.c.key == key,
+                        config_items.c.tenant == tenant).values(**row))
+                item = public(_Row(row))
+            revision = conn.execute(insert(config_events).values(
+                type=f"{kind}.{operation}", kind=kind, key=key, tenant=tenant, version=version,
+                payload=item, at=now)).inserted_primary_key[0]
+        self.audit(operation, actor, kind=kind, key=key, tenant=tenant or None, version=version,
+                   previous_version=current.version if current is not None else None,
+                   comment=comment, is_secret=is_secret, revision=revision,
+                   value=None if is_secret or deleted else value)
+        self.catch_up()
+        return item or {"kind": kind, "key": key, "tenant": tenant or None, "deleted": True,
+                        "version": version}
+
+    def record_event(self, type_: str, actor: str, **details: Any) -> int:
+        """A change that is not a write of one item (reload, key rotation): logged and broadcast."""
+        with self.engine.begin() as conn:
+            _serialize_writers(conn)
+            revision = conn.execute(insert(config_events).values(
+                type=type_, kind="system", key="*", tenant=GLOBAL, version=None,
+                payload={"details": details}, at=time.time())).inserted_primary_key[0]
+        self.audit(type_, actor, revision=revision, **details)
+        return revision
+
+    def audit(self, operation: str, actor: str, **details: Any) -> None:
+        append_jsonl(self.audit_path, {"at": time.time(), "operation": operation, "actor": actor,
+                                       **details})
+
+    # ------------------------------------------------------------------------ maintenance
+    def rotate_key(self, actor: str) -> dict[str, Any]:
+        """New key first, every secret (current and past versions) re-encrypted, old key retired."""
+        before = self.keyring.fingerprint
+        self.keyring.begin_rotation()
+        with self.engine.begin() as conn:
+            _serialize_writers(conn)
+            items = conn.execute(select(config_items).where(config_items.c.is_secret)).all()
+            for row in items:
+                conn.execute(update(config_items).where(
+                    config_items.c.kind == row.kind, config_items.c.key == row.key,
+                    config_items.c.tenant == row.tenant).values(value=self.keyring.reencrypt(row.value)))
+            olds = conn.execute(select(config_versions.c.id, config_versions.c.value).where(
+                config_versions.c.is_secret, config_versions.c.deleted.is_(False))).all()
+            for row in olds:
+                conn.execute(update(config_versions).where(config_versions.c.id == row.id)
+                             .values(value=self.keyring.reencrypt(row.value)))
+        self.keyring.finish_rotation()
+        result = {"rotated": True, "secrets": len(items), "secret_versions": len(olds),
+                  "previous_key": before, "key": self.keyring.fingerprint}
+        self.record_event("system.rotate_fernet_key", actor, **result)
+        self.catch_up()
+        return result
+
+    def verify(self) -> dict[str, Any]:
+        """Every secret decrypts; every item's version exists in its history."""
+        problems: list[str] = []
+        with self.engine.connect() as conn:
+            for row in conn.execute(select(config_items)).all():
+                if row.is_secret and not self.keyring.can_decrypt(row.value):
+                    problems.append(f"secret {row.key!r} ({row.tenant or 'global'}) does not decrypt")
+                found = conn.execute(select(config_versions.c.id).where(
+                    config_versions.c.kind == row.kind, config_versions.c.key == row.key,
+                    config_versions.c.tenant == row.tenant,
+                    config_versions.c.version == row.version)).first()
+                if found is None:
+                    problems.append(f"{row.kind} {row.key!r} is at version {row.version}, "
+                                    "which its history lacks")
+        return {"ok": not problems, "problems": problems, "checked_at": time.time()}
+
+    def cleanup(self, actor: str, keep_versions: int = 50, event_days: float = 30.0) -> dict[str, Any]:
+        """Drop versions beyond the newest ``keep_versions`` of each key (never a current one)
+        and events older than ``event_days``."""
+        removed_versions = 0
+        with self.engine.begin() as conn:
+            _serialize_writers(conn)
+            groups = conn.execute(select(config_versions.c.kind, config_versions.c.key,
+                                         config_versions.c.tenant, func.max(config_versions.c.version))
+                                  .group_by(config_versions.c.kind, config_versions.c.key,
+                                            config_versions.c.tenant)).all()
+            for kind, key, tenant, newest in groups:
+                removed_versions += conn.execute(delete(config_versions).where(
+                    config_versions.c.kind == kind, config_versions.c.key == key,
+                    config_versions.c.tenant == tenant,
+                    config_versions.c.version <= newest - keep_versions)).rowcount
+            cutoff = time.time() - event_days * 86400
+            newest_event = conn.execute(select(func.max(config_events.c.revision))).scalar() or 0
+            removed_events = conn.execute(delete(config_events).where(
+                config_events.c.at < cutoff, config_events.c.revision < newest_event)).rowcount
+        result = {"removed_versions": removed_versions, "removed_events": removed_events,
+                  "keep_versions": keep_versions, "event_days": event_days}
+        self.audit("cleanup", actor, **result)
+        return result
+
+    # ----------------------------------------------------------------------------- backups
+    def export(self) -> dict[str, Any]:
+        """Every current item; secrets as their ciphertext (with the key's fingerprint)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(config_items)).all()
+        return {"format": 1, "exported_at": time.time(), "revision": self.revision,
+                "key_fingerprint": self.keyring.fingerprint,
+                "items": [{"kind": r.kind, "key": r.key, "tenant": r.tenant or None,
+                           "namespace": r.namespace, "value": r.value, "is_secret": r.is_secret,
+                           "version": r.version, "comment": r.comment} for r in rows]}
+
+    def restore(self, document: dict[str, Any], actor: str) -> dict[str, Any]:
+        """Write every item of a backup as a new version (history is kept). Checked first: a
+        backup with a secret the current keys cannot open is refused whole."""
+        items = document.get("items")
+        if document.get("format") != 1 or not isinstance(items, list):
+            raise Invalid("not a config backup (format 1 with items)")
+        for item in items:
+            if item.get("kind") not in (CONFIG, FLAG):
+                raise Invalid(f"backup item of unknown kind {item.get('kind')!r}")
+            check_key(str(item.get("key")))
+            check_tenant(item.get("tenant"))
+            if item.get("is_secret") and not self.keyring.can_decrypt(str(item.get("value"))):
+                raise Invalid(f"secret {item['key']!r} in the backup does not decrypt with the "
+                              "current keys")
+        for item in items:
+            self._commit(item["kind"], item["key"], check_tenant(item.get("tenant")),
+                         value=item["value"], deleted=False, actor=actor,
+                         comment=f"restored from backup (was version {item.get('version')})",
+                         is_secret=bool(item.get("is_secret")), namespace=item.get("namespace"),
+                         expected_version=None, operation="restore")
+        return {"restored": len(items)}
+
+
+class _Row:
+    """A dict with attribute access, so :func:`public` reads inserted rows like fetched ones."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+
+def _change(row: Any) -> Change:
+    return Change(revision=row.revision, type=row.type, kind=row.kind, key=row.key,
+                  tenant=row.tenant or None, version=row.version,
+                  item=row.payload if row.kind in (CONFIG, FLAG) else None, at=row.at)
+
+
+def _serialize_writers(conn: Connection) -> None:
+    """Writers take turns so that revisions commit in the order they are numbered: SQLite's
+    BEGIN IMMEDIATE does it (api.db); on PostgreSQL, a table lock on the event log."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("LOCK TABLE config_events IN SHARE ROW EXCLUSIVE MODE")

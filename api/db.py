@@ -1,0 +1,113 @@
+"""The stores' tables, on SQLAlchemy Core (DESIGN.md decision 2).
+
+One SQLite file in the data home by default (WAL, so the API, Dagster processes and the CLI can
+share it), PostgreSQL through ``PRIORITYMAX_DB_URL``. The config control plane keeps:
+
+- ``config_items``: the current value of every (kind, key, tenant) - kind ``config``, ``flag``;
+  secrets are configs with ``is_secret`` whose value is a Fernet token;
+- ``config_versions``: every write ever made, immutable (a delete is a version too);
+- ``config_events``: the change log; its autoincrement ``revision`` orders every change across
+  all replicas, and WebSocket subscribers resume from it;
+- ``api_tokens``: bearer tokens, stored as SHA-256 hashes, with their role.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+
+metadata = MetaData()
+
+GLOBAL = ""  # the tenant column's value for the global layer
+
+config_items = Table(
+    "config_items", metadata,
+    Column("kind", String(16), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("tenant", String(80), primary_key=True, default=GLOBAL),
+    Column("namespace", String(200), nullable=False, index=True),
+    Column("value", JSON, nullable=True),
+    Column("is_secret", Boolean, nullable=False, default=False),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("updated_by", String(120), nullable=False),
+    Column("comment", String(1000), nullable=True),
+)
+
+config_versions = Table(
+    "config_versions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("tenant", String(80), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("value", JSON, nullable=True),
+    Column("is_secret", Boolean, nullable=False, default=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("actor", String(120), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("comment", String(1000), nullable=True),
+    Column("previous_version", Integer, nullable=True),
+    Column("operation", String(16), nullable=False),
+    UniqueConstraint("kind", "key", "tenant", "version", name="uq_config_version"),
+)
+
+config_events = Table(
+    "config_events", metadata,
+    Column("revision", Integer, primary_key=True, autoincrement=True),
+    Column("type", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("tenant", String(80), nullable=False),
+    Column("version", Integer, nullable=True),
+    Column("payload", JSON, nullable=True),  # the public item after the change (secrets masked)
+    Column("at", Float, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("name", String(120), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+
+
+def _sqlite_pragmas(connection, _record) -> None:
+    connection.isolation_level = None  # let the "begin" hook below issue BEGIN itself
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+@functools.lru_cache(maxsize=8)
+def engine_for(url: str) -> Engine:
+    """One engine per database URL per process, with the tables created."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        # BEGIN IMMEDIATE: a transaction takes the write lock up front, so writers from several
+        # processes queue (busy_timeout) instead of failing on a lock upgrade, and revisions
+        # commit in the order they are numbered.
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    metadata.create_all(engine)
+    return engine

@@ -1,0 +1,33 @@
+"""The PriorityMax API: ``uvicorn api.main:app`` or ``pmx api``.
+
+The app is built by :func:`create_app`; its lifespan opens the control plane (store, keyring,
+first admin token), starts the background loops, and stops them on shutdown."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import config
+from api.config.plane import control_plane
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    plane = control_plane(app)
+    config.start_config_background_loop(app)
+    config.start_prometheus_metrics_loop(app)
+    try:
+        yield
+    finally:
+        await plane.stop()
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="PriorityMax API", lifespan=lifespan)
+    app.include_router(config.router)
+    return app
+
+
+app = create_app()

@@ -10,7 +10,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.config.plane import ControlPlane, control_plane
-from api.security import Role, role_of
+from api.security import Role
 
 bearer = HTTPBearer(auto_error=False, description="a token from `pmx tokens create`")
 
@@ -32,7 +32,7 @@ def authenticate(plane: ControlPlane, token: str | None, minimum: Role) -> Calle
     if not token:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token",
                             headers={"WWW-Authenticate": "Bearer"})
-    found = role_of(plane.engine, token)
+    found = plane.lookup_token(token)
     if found is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or revoked token",
                             headers={"WWW-Authenticate": "Bearer"})

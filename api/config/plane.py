@@ -21,7 +21,7 @@ from api.config.keyring import Keyring
 from api.config.metrics import ConfigMetrics
 from api.config.service import ConfigService
 from api.db import engine_for
-from api.security import ensure_admin_token
+from api.security import Role, ensure_admin_token, role_of
 from prioritymax.settings import Settings, get_settings
 
 log = logging.getLogger("api.config")
@@ -29,6 +29,7 @@ log = logging.getLogger("api.config")
 VERIFY_EVERY_S = 300.0
 METRICS_EVERY_S = 60.0
 POLL_EVERY_S = 1.0
+TOKEN_CACHE_S = 5.0
 
 
 class ControlPlane:
@@ -44,10 +45,25 @@ class ControlPlane:
         self.started_at = time.time()
         self.last_verification: dict[str, Any] | None = None
         self._tasks: dict[str, asyncio.Task] = {}
+        self._tokens: dict[str, tuple[float, tuple[Role, str] | None]] = {}
         admin = self.settings.admin_token.get_secret_value() if self.settings.admin_token else None
         if ensure_admin_token(self.engine, self.settings.secrets_dir, admin) and not admin:
             log.warning("created the first admin token in %s", self.settings.secrets_dir / "admin.token")
         self.refresh_metrics()
+
+    # ----------------------------------------------------------------------------- tokens
+    def lookup_token(self, token: str) -> tuple[Role, str] | None:
+        """A token's role and name, cached for :data:`TOKEN_CACHE_S` seconds (a revocation takes
+        effect within that time) so a request costs no store read."""
+        now = time.monotonic()
+        cached = self._tokens.get(token)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        found = role_of(self.engine, token)
+        if len(self._tokens) > 10_000:
+            self._tokens.clear()
+        self._tokens[token] = (now + TOKEN_CACHE_S, found)
+        return found
 
     # ------------------------------------------------------------------------------ loops
     def start_loop(self, name: str, coroutine_factory) -> bool:

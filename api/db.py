@@ -33,6 +33,8 @@ from sqlalchemy.engine import Engine
 metadata = MetaData()
 
 GLOBAL = ""  # the tenant column's value for the global layer
+#: The PostgreSQL advisory lock key that serializes schema creation among processes.
+SCHEMA_LOCK = 0x706D785F7363  # "pmx_sc"
 
 config_items = Table(
     "config_items", metadata,
@@ -97,9 +99,22 @@ def _sqlite_pragmas(connection, _record) -> None:
     cursor.close()
 
 
-@functools.lru_cache(maxsize=8)
+def driver_url(url: str) -> str:
+    """``postgresql://`` and ``postgres://`` (the usual spellings) mean psycopg 3, the driver we
+    install; SQLAlchemy would otherwise look for psycopg2, which we do not."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain):]
+    return url
+
+
 def engine_for(url: str) -> Engine:
     """One engine per database URL per process, with the tables created."""
+    return _engine(driver_url(url))
+
+
+@functools.lru_cache(maxsize=8)
+def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -109,5 +124,11 @@ def engine_for(url: str) -> Engine:
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine)
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Replicas starting together on an empty database would race to create the same
+            # tables (PostgreSQL's DDL is transactional, but the existence check is not): the
+            # first takes this lock, the others wait and then find the tables there.
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
+        metadata.create_all(conn)
     return engine

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from api.db import api_tokens
 from prioritymax.files import atomic_path
@@ -32,7 +33,15 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+#: The length of ``api_tokens.name`` (and of the actor columns it is written to).
+NAME_LIMIT = 120
+
+
 def create_token(engine: Engine, role: Role, name: str, token: str | None = None) -> str:
+    # Checked here because PostgreSQL enforces VARCHAR lengths (SQLite does not): a longer name
+    # would be stored on one store and fail with a database error on the other.
+    if not name or len(name) > NAME_LIMIT:
+        raise ValueError(f"a token name is 1 to {NAME_LIMIT} characters")
     token = token or f"pmx_{secrets.token_urlsafe(32)}"
     with engine.begin() as conn:
         conn.execute(insert(api_tokens).values(token_hash=token_hash(token), name=name,
@@ -66,8 +75,14 @@ def ensure_admin_token(engine: Engine, secrets_dir: Path, configured: str | None
         if not configured and conn.execute(select(api_tokens.c.name).where(
                 api_tokens.c.role == Role.admin.name, api_tokens.c.revoked.is_(False))).first():
             return None
-    token = create_token(engine, Role.admin, "admin (PRIORITYMAX_ADMIN_TOKEN)" if configured
-                         else "admin (first start)", configured)
+    try:
+        token = create_token(engine, Role.admin, "admin (PRIORITYMAX_ADMIN_TOKEN)" if configured
+                             else "admin (first start)", configured)
+    except IntegrityError:
+        # Another replica on the same store inserted the same configured token first.
+        if configured:
+            return None
+        raise
     if not configured:
         with atomic_path(secrets_dir / "admin.token") as temporary:
             temporary.write_text(token + "\n")

@@ -43,3 +43,9 @@ def test_scale_bench_quick():
     figures = last_json_line(["bench/scale.py", "--quick"])
     assert {"ratio_ours_vs_rllib", "asha_compute_fraction", "ddp_scaling", "asha_best",
             "fifo_best", "asha_epochs", "fifo_epochs"} <= set(figures)
+
+
+def test_config_api_bench_quick():
+    figures = last_json_line(["bench/config_api.py", "--quick"])
+    assert {"writes_per_s", "get_p99_ms", "ws_propagation_p99_ms_20_subs",
+            "client_eval_p99_us"} <= set(figures)

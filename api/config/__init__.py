@@ -24,13 +24,15 @@ for _module in (system, secrets, features, ws, items):
 
 
 def start_config_background_loop(app) -> bool:
-    """Verification every 5 minutes (all secrets decrypt, versions consistent) and the poll for
-    other replicas' changes. Call from a running event loop; False when already running."""
+    """Verification every 5 minutes (all secrets decrypt, versions consistent), the poll for
+    other replicas' changes and, with REDIS_URL, their pokes over Redis. Call from a running
+    event loop; False when already running."""
     plane = control_plane(app)
     started = plane.start_loop("verify", plane._verify_forever)
     from api.config.plane import POLL_EVERY_S
 
     plane.start_loop("poll", lambda: plane.hub.poll_forever(POLL_EVERY_S))
+    plane.start_fanout()  # Redis pub/sub between replicas, when REDIS_URL is set
     return started
 
 

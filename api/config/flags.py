@@ -14,13 +14,15 @@ without a context value).
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True)
-class FlagResult:
+class FlagResult(NamedTuple):
+    """One decision. A NamedTuple: immutable like a frozen dataclass, but built in a fraction of
+    its time (a frozen dataclass's __init__ was half of a rollout evaluation)."""
+
     name: str
     enabled: bool
     reason: str
@@ -31,13 +33,13 @@ class FlagResult:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "enabled": self.enabled, "reason": self.reason,
-                "layer": self.layer, "tenant": self.tenant, "version": self.version,
-                "chain": list(self.chain), "error": self.error}
+        return {**self._asdict(), "chain": list(self.chain)}
 
 
+@functools.lru_cache(maxsize=65_536)
 def bucket(name: str, context_value: str) -> float:
-    """The context's position in [0, 100) for this flag."""
+    """The context's position in [0, 100) for this flag. Cached: the hash is most of a rollout
+    evaluation's cost, and the same workers and users are asked about again and again."""
     digest = hashlib.sha256(f"{name}\x00{context_value}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % 10_000 / 100.0
 

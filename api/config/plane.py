@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from api.config.fanout import Fanout
 from api.config.hub import Hub
 from api.config.keyring import Keyring
 from api.config.metrics import ConfigMetrics
@@ -41,6 +42,10 @@ class ControlPlane:
         self.service = ConfigService(self.engine, self.keyring,
                                      self.settings.logs_dir / "config_audit.jsonl")
         self.hub = Hub(self.service)
+        #: Pokes other replicas through Redis after each commit here (None without REDIS_URL).
+        self.fanout = Fanout(self.hub, self.settings.redis_url) if self.settings.redis_url else None
+        if self.fanout is not None:
+            self.service.on_commit.append(self.fanout.poke)
         self.metrics = ConfigMetrics()
         self.started_at = time.time()
         self.last_verification: dict[str, Any] | None = None
@@ -78,6 +83,11 @@ class ControlPlane:
         self.start_loop("verify", self._verify_forever)
         self.start_loop("metrics", self._metrics_forever)
         self.start_loop("poll", lambda: self.hub.poll_forever(POLL_EVERY_S))
+        self.start_fanout()
+
+    def start_fanout(self) -> bool:
+        """The Redis fan-out task, when REDIS_URL is set; False when off or already running."""
+        return self.fanout is not None and self.start_loop("fanout", self.fanout.run)
 
     async def stop(self) -> None:
         for task in self._tasks.values():

@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+#: How deeply a value's lists and objects may nest. Far more than any real configuration needs,
+#: far less than where responses fail: pydantic refuses to serialize past ~250 levels, so a value
+#: nested 500 deep was stored and then made every read that includes it (the snapshot too) a 500.
+MAX_VALUE_DEPTH = 64
+
+
+def _shallow(value: Any) -> Any:
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > MAX_VALUE_DEPTH:
+                    raise ValueError(f"nested more than {MAX_VALUE_DEPTH} levels deep")
+                stack.append((child, depth + 1))
+    return value
+
 
 JSONValue = Any
+#: A value as written: any JSON, at most :data:`MAX_VALUE_DEPTH` levels deep.
+WrittenValue = Annotated[Any, AfterValidator(_shallow)]
 
 
 class ConfigWrite(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     key: str = Field(min_length=1, max_length=200, examples=["autoscaler.max_workers"])
-    value: JSONValue = Field(examples=[25])
+    value: WrittenValue = Field(examples=[25])
     is_secret: bool = False
     comment: str | None = Field(None, max_length=1000)
     tenant: str | None = Field(None, max_length=80, examples=["org:acme"])
@@ -100,3 +121,40 @@ class Status(BaseModel):
 class Snapshot(BaseModel):
     revision: int
     items: list[ItemPublic]
+
+
+class Verification(BaseModel):
+    ok: bool
+    problems: list[str]
+    checked_at: float
+
+
+class BackupUploaded(BaseModel):
+    bucket: str
+    key: str
+    items: int
+
+
+class BackupItem(BaseModel):
+    """One item of a backup, as :meth:`ConfigService.export` writes it. Typed so that a malformed
+    document is a 422 naming the field, never a 500 half-way through a restore (a missing key was
+    a KeyError; a namespace that is not a string got stored and broke every later snapshot)."""
+
+    kind: Literal["config", "flag"]
+    key: str = Field(min_length=1, max_length=200)
+    tenant: str | None = Field(None, max_length=80)
+    namespace: str | None = Field(None, min_length=1, max_length=200)
+    value: WrittenValue = Field(description="as exported: a secret's is its Fernet token")
+    is_secret: bool = False
+    version: int | None = None
+    comment: str | None = Field(None, max_length=1000)
+
+
+class BackupDocument(BaseModel):
+    """``GET /config/backup``'s document; other top-level fields (exported_at, revision,
+    key_fingerprint) are kept but not needed."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format: Literal[1]
+    items: list[BackupItem]

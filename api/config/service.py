@@ -13,6 +13,7 @@ in plaintext: the snapshot, events, audit lines and backups carry :data:`MASK` o
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from api.config import flags
@@ -37,6 +38,7 @@ TENANT_PATTERN = re.compile(r"^org:[A-Za-z0-9_\-]{1,64}$")
 RESERVED = {"secrets", "features", "ws", "reload", "metrics", "health", "status",
             "rotate_fernet_key", "cleanup", "backup", "snapshot", "resolve", "events"}
 CONFIG, FLAG = "config", "flag"
+log = logging.getLogger("api.config")
 
 
 class ConfigError(Exception):
@@ -128,12 +130,19 @@ class ConfigService:
         self._lock = threading.Lock()
         #: Called with each batch of changes catch_up applies, in revision order (the hub).
         self.listeners: list[Callable[[list[Change]], None]] = []
+        #: Called with the revision of each change this process commits, before it catches up
+        #: (the Redis fan-out pokes the other replicas); a failing hook never fails the write.
+        self.on_commit: list[Callable[[int], None]] = []
         self.load()
 
     # ------------------------------------------------------------------ the readers' snapshot
     def load(self) -> int:
         """(Re)build the snapshot from the items table; returns the number of items."""
         with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # One snapshot for both reads; under READ COMMITTED a commit between them would
+                # leave an item missing a change whose revision we then count as applied.
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
             rows = conn.execute(select(config_items)).all()
             revision = conn.execute(select(func.max(config_events.c.revision))).scalar() or 0
         with self._lock:
@@ -143,12 +152,16 @@ class ConfigService:
 
     def catch_up(self) -> list[Change]:
         """Apply the changes committed since :attr:`revision`, in order; return them."""
+        return self._advance()
+
+    def _advance(self, known: Change | None = None) -> list[Change]:
+        """Apply ``known`` (a change this process just committed) when it is the next revision,
+        else read every change after :attr:`revision` from the log; then tell the listeners."""
         with self._lock:
-            with self.engine.connect() as conn:
-                rows = conn.execute(select(config_events)
-                                    .where(config_events.c.revision > self.revision)
-                                    .order_by(config_events.c.revision)).all()
-            changes = [_change(r) for r in rows]
+            if known is not None and known.revision == self.revision + 1:
+                changes = [known]
+            else:
+                changes = self.changes_since(self.revision)
             for change in changes:
                 slot = (change.kind, change.key, change.tenant or GLOBAL)
                 if change.item is None:
@@ -260,55 +273,53 @@ class ConfigService:
     def _commit(self, kind: str, key: str, tenant: str, *, value: Any, deleted: bool, actor: str,
                 comment: str | None, is_secret: bool, namespace: str | None,
                 expected_version: int | None, operation: str) -> dict[str, Any]:
+        if comment is not None and "\x00" in comment:
+            # PostgreSQL's text columns cannot hold NUL (SQLite's can): refuse it on both stores.
+            raise Invalid("a comment cannot contain NUL characters")
         now = time.time()
+        slot = {"b_kind": kind, "b_key": key, "b_tenant": tenant}
         with self.engine.begin() as conn:
             _serialize_writers(conn)
-            current = conn.execute(select(config_items).where(
-                config_items.c.kind == kind, config_items.c.key == key,
-                config_items.c.tenant == tenant)).first()
+            current = conn.execute(_CURRENT, slot).first()
             if current is None and deleted:
                 raise NotFound(f"no {kind} {key!r}" + (f" for tenant {tenant}" if tenant else ""))
             current_version = current.version if current is not None else 0
             if expected_version is not None and expected_version != current_version:
                 raise Conflict(f"{key!r} is at version {current_version}, not the expected "
                                f"{expected_version}")
-            last = conn.execute(select(func.max(config_versions.c.version)).where(
-                config_versions.c.kind == kind, config_versions.c.key == key,
-                config_versions.c.tenant == tenant)).scalar() or 0
+            last = conn.execute(_LAST_VERSION, slot).scalar() or 0
             version = last + 1
             if current is not None and not deleted and current.is_secret != is_secret:
                 raise Conflict(f"{key!r} is {'a secret' if current.is_secret else 'not a secret'}; "
                                "delete it first to change that")
             namespace = namespace or (current.namespace if current is not None else namespace_of(key, None))
-            conn.execute(insert(config_versions).values(
-                kind=kind, key=key, tenant=tenant, version=version, value=value,
-                is_secret=is_secret, deleted=deleted, actor=actor, at=now, comment=comment,
-                previous_version=current.version if current is not None else None,
-                operation=operation))
+            conn.execute(_INSERT_VERSION, {
+                "kind": kind, "key": key, "tenant": tenant, "version": version, "value": value,
+                "is_secret": is_secret, "deleted": deleted, "actor": actor, "at": now,
+                "comment": comment, "operation": operation,
+                "previous_version": current.version if current is not None else None})
             row = {"kind": kind, "key": key, "tenant": tenant, "namespace": namespace, "value": value,
                    "is_secret": is_secret, "version": version, "updated_at": now,
                    "updated_by": actor, "comment": comment}
             if deleted:
-                conn.execute(delete(config_items).where(
-                    config_items.c.kind == kind, config_items.c.key == key,
-                    config_items.c.tenant == tenant))
+                conn.execute(_DELETE_ITEM, slot)
                 item = None
-            else:
-                if current is None:
-                    conn.execute(insert(config_items).values(**row))
-                else:
-                    conn.execute(update(config_items).where(
-                        config_items.c.kind == kind, config_items.c.key == key,
-                        config_items.c.tenant == tenant).values(**row))
+            elif current is None:
+                conn.execute(_INSERT_ITEM, row)
                 item = public(_Row(row))
-            revision = conn.execute(insert(config_events).values(
-                type=f"{kind}.{operation}", kind=kind, key=key, tenant=tenant, version=version,
-                payload=item, at=now)).inserted_primary_key[0]
+            else:
+                conn.execute(_UPDATE_ITEM, {**row, **slot})
+                item = public(_Row(row))
+            change_type = f"{kind}.{operation}"
+            revision = conn.execute(_INSERT_EVENT, {
+                "type": change_type, "kind": kind, "key": key, "tenant": tenant, "version": version,
+                "payload": item, "at": now}).inserted_primary_key[0]
         self.audit(operation, actor, kind=kind, key=key, tenant=tenant or None, version=version,
                    previous_version=current.version if current is not None else None,
                    comment=comment, is_secret=is_secret, revision=revision,
                    value=None if is_secret or deleted else value)
-        self.catch_up()
+        self._committed(revision)
+        self._advance(Change(revision, change_type, kind, key, tenant or None, version, item, now))
         return item or {"kind": kind, "key": key, "tenant": tenant or None, "deleted": True,
                         "version": version}
 
@@ -320,7 +331,17 @@ class ConfigService:
                 type=type_, kind="system", key="*", tenant=GLOBAL, version=None,
                 payload={"details": details}, at=time.time())).inserted_primary_key[0]
         self.audit(type_, actor, revision=revision, **details)
+        self._committed(revision)
         return revision
+
+    def _committed(self, revision: int) -> None:
+        """Run the on_commit hooks. Their errors are logged, not raised: the change is already
+        committed, so failing the request would only make the client retry a done write."""
+        for hook in self.on_commit:
+            try:
+                hook(revision)
+            except Exception:  # the change is committed; telling others is best effort
+                log.exception("on_commit hook %r failed for revision %d", hook, revision)
 
     def audit(self, operation: str, actor: str, **details: Any) -> None:
         append_jsonl(self.audit_path, {"at": time.time(), "operation": operation, "actor": actor,
@@ -328,8 +349,12 @@ class ConfigService:
 
     # ------------------------------------------------------------------------ maintenance
     def rotate_key(self, actor: str) -> dict[str, Any]:
-        """New key first, every secret (current and past versions) re-encrypted, old key retired."""
+        """New key first, every secret (current and past versions) re-encrypted, old key retired.
+
+        Refused (409, nothing changed) while any secret does not decrypt: re-encrypting it would
+        fail half-way through, and dropping it would lose the value silently."""
         before = self.keyring.fingerprint
+        self._check_secrets_decrypt()
         self.keyring.begin_rotation()
         with self.engine.begin() as conn:
             _serialize_writers(conn)
@@ -349,6 +374,22 @@ class ConfigService:
         self.record_event("system.rotate_fernet_key", actor, **result)
         self.catch_up()
         return result
+
+    def _check_secrets_decrypt(self) -> None:
+        with self.engine.connect() as conn:
+            items = conn.execute(select(config_items.c.key, config_items.c.tenant, config_items.c.value)
+                                 .where(config_items.c.is_secret)).all()
+            olds = conn.execute(select(config_versions.c.key, config_versions.c.tenant,
+                                       config_versions.c.version, config_versions.c.value).where(
+                config_versions.c.is_secret, config_versions.c.deleted.is_(False))).all()
+        bad = [f"secret {r.key!r} ({r.tenant or 'global'})" for r in items
+               if not self.keyring.can_decrypt(r.value)]
+        bad += [f"version {r.version} of secret {r.key!r} ({r.tenant or 'global'})" for r in olds
+                if not self.keyring.can_decrypt(r.value)]
+        if bad:
+            raise Conflict(f"cannot rotate the Fernet key: {', '.join(bad[:5])} "
+                           f"{'does' if len(bad) == 1 else 'do'} not decrypt with the current keys; "
+                           "delete or rewrite them first (POST /config/verify lists the problems)")
 
     def verify(self) -> dict[str, Any]:
         """Every secret decrypts; every item's version exists in its history."""
@@ -412,6 +453,10 @@ class ConfigService:
                 raise Invalid(f"backup item of unknown kind {item.get('kind')!r}")
             check_key(str(item.get("key")))
             check_tenant(item.get("tenant"))
+            # Namespaces as set() checks them: PostgreSQL would refuse an over-long one only
+            # when its turn comes, with the items before it already restored.
+            if item.get("namespace") is not None:
+                namespace_of(str(item.get("key")), str(item["namespace"]))
             if item.get("is_secret") and not self.keyring.can_decrypt(str(item.get("value"))):
                 raise Invalid(f"secret {item['key']!r} in the backup does not decrypt with the "
                               "current keys")
@@ -422,6 +467,22 @@ class ConfigService:
                          is_secret=bool(item.get("is_secret")), namespace=item.get("namespace"),
                          expected_version=None, operation="restore")
         return {"restored": len(items)}
+
+
+def _slot_of(table):
+    return (table.c.kind == bindparam("b_kind"), table.c.key == bindparam("b_key"),
+            table.c.tenant == bindparam("b_tenant"))
+
+
+# The write path's statements, built once: constructing Core statements per call (coercion,
+# cache keys) was most of a write's time.
+_CURRENT = select(config_items).where(*_slot_of(config_items))
+_LAST_VERSION = select(func.max(config_versions.c.version)).where(*_slot_of(config_versions))
+_INSERT_VERSION = insert(config_versions)
+_INSERT_ITEM = insert(config_items)
+_UPDATE_ITEM = update(config_items).where(*_slot_of(config_items))
+_DELETE_ITEM = delete(config_items).where(*_slot_of(config_items))
+_INSERT_EVENT = insert(config_events)
 
 
 class _Row:

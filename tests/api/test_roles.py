@@ -22,6 +22,8 @@ MINIMUM = {
     ("POST", "/config/cleanup"): ADMIN,
     ("GET", "/config/backup"): ADMIN,
     ("POST", "/config/backup/restore"): ADMIN,
+    ("POST", "/config/backup/upload"): ADMIN,
+    ("POST", "/config/verify"): ADMIN,
     ("POST", "/config/secrets/{name}"): ADMIN,
     ("GET", "/config/secrets"): OPERATOR,
     ("DELETE", "/config/secrets/{name}"): ADMIN,

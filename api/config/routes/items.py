@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
-from api.config.routes.common import IfMatch, TimedRoute, expected_version, http_errors
+from api.config.routes.common import IfMatch, TimedRoute, VersionPath, expected_version, http_errors
 from api.config.schemas import ConfigWrite, ItemPublic, Resolved, VersionPublic
 from api.config.service import CONFIG
 from api.deps import Admin, Operator, PlaneDep, Viewer
@@ -71,12 +71,13 @@ async def item_versions(key: str, plane: PlaneDep, _: Viewer, tenant: Tenant = N
 
 @router.post("/{key}/rollback/{version}", response_model=ItemPublic,
              summary="Write an earlier version's value as a new version")
-async def rollback_item(key: str, version: int, plane: PlaneDep, caller: Admin, tenant: Tenant = None,
+async def rollback_item(key: str, version: VersionPath, plane: PlaneDep, caller: Admin, tenant: Tenant = None,
                         if_match: IfMatch = None):
     with http_errors():
         item = plane.service.rollback(CONFIG, key, version, tenant=tenant, actor=caller.name,
                                       expected_version=expected_version(if_match, None))
     plane.metrics.changes.labels(kind=CONFIG, operation="rollback").inc()
     plane.metrics.rollbacks.inc()
-    await plane.alert(f"{caller.name} rolled {key!r} back to version {version}")
+    await plane.alert(f"{caller.name} rolled {key!r} back to version {version}"
+                      + (f" for {tenant}" if tenant else ""))
     return item

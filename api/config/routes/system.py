@@ -1,14 +1,17 @@
-"""/config operations: health, status, metrics, snapshot, reload, key rotation, cleanup, backups."""
+"""/config operations: health, status, metrics, snapshot, reload, key rotation, cleanup, verification,
+backups (download, restore, upload to S3)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import asyncio
+from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Response
 
+from api.config import backups
 from api.config.keyring import KeyringError
 from api.config.routes.common import TimedRoute, http_errors
-from api.config.schemas import Snapshot, Status
+from api.config.schemas import BackupDocument, BackupUploaded, Snapshot, Status, Verification
 from api.deps import Admin, Operator, PlaneDep, Viewer
 
 router = APIRouter(route_class=TimedRoute, tags=["config operations"])
@@ -65,6 +68,15 @@ async def cleanup(plane: PlaneDep, caller: Admin,
     return result
 
 
+@router.post("/verify", response_model=Verification,
+             summary="Check now that every secret decrypts and every version exists (Slack on failure)")
+async def verify(plane: PlaneDep, _: Admin):
+    """The same check the background loop runs every 5 minutes, on demand: after a restore, a
+    key change or a manual fix of the store. A failed check is a 200 with ``ok: false`` (the
+    verification itself worked) and alerts like the loop's."""
+    return await plane.verify_once()
+
+
 @router.get("/backup", summary="Export every item as JSON (secrets stay encrypted)")
 async def export_backup(plane: PlaneDep, caller: Admin):
     document = plane.service.export()
@@ -73,6 +85,22 @@ async def export_backup(plane: PlaneDep, caller: Admin):
 
 
 @router.post("/backup/restore", summary="Write every item of a backup as a new version")
-async def restore_backup(plane: PlaneDep, caller: Admin, document: Annotated[dict[str, Any], Body()]):
+async def restore_backup(plane: PlaneDep, caller: Admin, document: BackupDocument):
     with http_errors():
-        return plane.service.restore(document, caller.name)
+        return plane.service.restore(document.model_dump(), caller.name)
+
+
+@router.post("/backup/upload", response_model=BackupUploaded,
+             summary="Upload a backup (secrets stay encrypted) to s3://$S3_BUCKET/$S3_PREFIX...")
+async def upload_backup(plane: PlaneDep, caller: Admin):
+    """400 when S3_BUCKET is unset, 502 with S3's message when the put fails. The put runs in a
+    thread so a slow S3 never stalls the event loop (and with it every other request)."""
+    document = plane.service.export()
+    try:
+        uploaded = await asyncio.to_thread(backups.upload, document, plane.settings.s3_bucket,
+                                           plane.settings.s3_prefix)
+    except backups.BackupError as error:
+        raise HTTPException(error.status, error.message) from None
+    plane.service.audit("backup.upload", caller.name, bucket=uploaded.bucket, key=uploaded.key,
+                        items=uploaded.items, revision=uploaded.revision, bytes=uploaded.bytes)
+    return uploaded.response()

@@ -29,8 +29,9 @@ async def config_ws(websocket: WebSocket, token: str | None = None, since: int |
     except HTTPException as error:
         await websocket.close(code=4401 if error.status_code == 401 else 4403, reason=error.detail)
         return
-    if since is not None and since < 0:
-        await websocket.close(code=4422, reason="since must be >= 0")
+    # Bounded above too: a revision past SQLite's INTEGER reached the store as an OverflowError.
+    if since is not None and not 0 <= since < 2**63:
+        await websocket.close(code=4422, reason="since must be a revision, 0 <= since < 2**63")
         return
     await websocket.accept()
     subscriber = plane.hub.subscribe(since)

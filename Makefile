@@ -1,5 +1,5 @@
 # Two commands for a fresh machine (see README):
-#   make up    set up .venv if needed, then run the main job on embedded defaults
+#   make up    set up .venv if needed, run the main job on embedded defaults, then serve the API
 #   make test  the same setup, then the test suite
 # Setup is idempotent: it reinstalls only when pyproject.toml or constraints.txt changed (a stamp
 # of their hash).
@@ -28,6 +28,7 @@ setup:
 
 up: setup
 	$(BIN)/pmx demo
+	$(BIN)/pmx api
 
 test: setup
 	$(BIN)/python -m pytest

@@ -23,6 +23,11 @@ def serve_api(host: str, port: int, log_level: str) -> None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if probe.connect_ex((host, port)) == 0:
             raise click.ClickException(f"{host}:{port} is already taken; pass --port")
+    settings = get_settings().layout_home()
+    token = ("PRIORITYMAX_ADMIN_TOKEN" if settings.admin_token
+             else settings.secrets_dir / "admin.token")
+    click.echo(f"PriorityMax API on http://{host}:{port} (docs: /docs, status: /config/status); "
+               f"admin token: {token}; Ctrl-C stops", err=True)
     uvicorn.run("api.main:app", host=host, port=port, log_level=log_level)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+import json
 
 from api.config.service import Change, ConfigService
 
@@ -22,19 +22,20 @@ QUEUE_LIMIT = 10_000
 
 class Subscriber:
     def __init__(self, last_revision: int) -> None:
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
+        self.queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_LIMIT)
         self.last_revision = last_revision
         self.overflowed = asyncio.Event()
 
-    def offer(self, message: dict[str, Any]) -> None:
-        if message["revision"] <= self.last_revision:
+    def offer(self, revision: int, text: str) -> None:
+        """Queue one change's JSON text unless this subscriber already has that revision."""
+        if revision <= self.last_revision:
             return
         try:
-            self.queue.put_nowait(message)
+            self.queue.put_nowait(text)
         except asyncio.QueueFull:
             self.overflowed.set()
             return
-        self.last_revision = message["revision"]
+        self.last_revision = revision
 
 
 class Hub:
@@ -50,9 +51,9 @@ class Hub:
 
     def _deliver(self, changes: list[Change]) -> None:
         for change in changes:
-            message = change.message()
+            text = json.dumps(change.message())  # once per change, not once per subscriber
             for subscriber in self.subscribers:
-                subscriber.offer(message)
+                subscriber.offer(change.revision, text)
         self.delivered += len(changes)
 
     def pump(self) -> int:
@@ -67,7 +68,7 @@ class Hub:
             subscriber = Subscriber(since)
             for change in self.service.changes_since(since):
                 if change.revision <= self.service.revision:  # later ones come with catch_up
-                    subscriber.offer(change.message())
+                    subscriber.offer(change.revision, json.dumps(change.message()))
         self.subscribers.add(subscriber)
         return subscriber
 

@@ -42,21 +42,22 @@ async def config_ws(websocket: WebSocket, token: str | None = None, since: int |
             while True:
                 await websocket.receive_text()
 
-    reader = asyncio.create_task(drain_client())
+    async def send_changes() -> None:
+        while True:
+            await websocket.send_text(await subscriber.queue.get())
+
+    tasks = {asyncio.create_task(drain_client()), asyncio.create_task(send_changes())}
     overflow = asyncio.create_task(subscriber.overflowed.wait())
     try:
-        while True:
-            getter = asyncio.create_task(subscriber.queue.get())
-            done, _ = await asyncio.wait({getter, reader, overflow}, return_when=asyncio.FIRST_COMPLETED)
-            if getter not in done:
-                getter.cancel()
-                if overflow in done:
-                    await websocket.close(code=4408, reason="too far behind; reconnect with ?since=")
-                break
-            await websocket.send_json(getter.result())
+        done, _ = await asyncio.wait({*tasks, overflow}, return_when=asyncio.FIRST_COMPLETED)
+        if overflow in done:
+            await websocket.close(code=4408, reason="too far behind; reconnect with ?since=")
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
         plane.hub.unsubscribe(subscriber)
-        reader.cancel()
-        overflow.cancel()
+        for task in (*tasks, overflow):
+            task.cancel()
+        for task in (*tasks, overflow):
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError, Exception):
+                await task

@@ -117,3 +117,16 @@ class TimedRoute(APIRoute):
                 ).observe(time.perf_counter() - started)
 
         return timed
+
+
+async def rollback_and_tell(plane, kind: str, key: str, version: int, tenant: str | None, actor: str,
+                            expected: int | None = None) -> dict:
+    """A rollback of an item or a flag: the new version, the metrics, the Slack alert."""
+    with http_errors():
+        item = plane.service.rollback(kind, key, version, tenant=tenant, actor=actor,
+                                      expected_version=expected)
+    plane.metrics.changes.labels(kind=kind, operation="rollback").inc()
+    plane.metrics.rollbacks.inc()
+    await plane.alert(f"{actor} rolled {'flag ' if kind == 'flag' else ''}{key!r} back to version {version}"
+                      + (f" for {tenant}" if tenant else ""))
+    return item

@@ -6,7 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
-from api.config.routes.common import IfMatch, TimedRoute, VersionPath, expected_version, http_errors
+from api.config.routes.common import (
+    IfMatch,
+    TimedRoute,
+    VersionPath,
+    expected_version,
+    http_errors,
+    rollback_and_tell,
+)
 from api.config.schemas import FlagEvaluation, FlagWrite, ItemPublic, VersionPublic
 from api.config.service import FLAG
 from api.deps import Admin, Operator, PlaneDep, Viewer
@@ -75,10 +82,4 @@ async def flag_versions(name: str, plane: PlaneDep, _: Viewer, tenant: Tenant = 
 @router.post("/{name}/rollback/{version}", response_model=ItemPublic, summary="Roll a flag back")
 async def rollback_flag(name: str, version: VersionPath, plane: PlaneDep, caller: Admin,
                         tenant: Tenant = None):
-    with http_errors():
-        item = plane.service.rollback(FLAG, name, version, tenant=tenant, actor=caller.name)
-    plane.metrics.changes.labels(kind=FLAG, operation="rollback").inc()
-    plane.metrics.rollbacks.inc()
-    await plane.alert(f"{caller.name} rolled flag {name!r} back to version {version}"
-                      + (f" for {tenant}" if tenant else ""))
-    return item
+    return await rollback_and_tell(plane, FLAG, name, version, tenant, caller.name)

@@ -6,7 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
-from api.config.routes.common import IfMatch, TimedRoute, VersionPath, expected_version, http_errors
+from api.config.routes.common import (
+    IfMatch,
+    TimedRoute,
+    VersionPath,
+    expected_version,
+    http_errors,
+    rollback_and_tell,
+)
 from api.config.schemas import ConfigWrite, ItemPublic, Resolved, VersionPublic
 from api.config.service import CONFIG
 from api.deps import Admin, Operator, PlaneDep, Viewer
@@ -73,11 +80,5 @@ async def item_versions(key: str, plane: PlaneDep, _: Viewer, tenant: Tenant = N
              summary="Write an earlier version's value as a new version")
 async def rollback_item(key: str, version: VersionPath, plane: PlaneDep, caller: Admin, tenant: Tenant = None,
                         if_match: IfMatch = None):
-    with http_errors():
-        item = plane.service.rollback(CONFIG, key, version, tenant=tenant, actor=caller.name,
-                                      expected_version=expected_version(if_match, None))
-    plane.metrics.changes.labels(kind=CONFIG, operation="rollback").inc()
-    plane.metrics.rollbacks.inc()
-    await plane.alert(f"{caller.name} rolled {key!r} back to version {version}"
-                      + (f" for {tenant}" if tenant else ""))
-    return item
+    return await rollback_and_tell(plane, CONFIG, key, version, tenant, caller.name,
+                                   expected_version(if_match, None))

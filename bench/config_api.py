@@ -43,11 +43,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def start_api(home: Path, port: int) -> subprocess.Popen:
+def start_api(home: Path, port: int, ws: str) -> subprocess.Popen:
     env = {**os.environ, "PRIORITYMAX_HOME": str(home), "PRIORITYMAX_ADMIN_TOKEN": ADMIN}
     process = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
                                 "--port", str(port), "--log-level", "warning",
-                                "--ws-max-queue", "1024"], env=env, cwd=REPO)
+                                "--ws-max-queue", "1024", "--ws", ws], env=env, cwd=REPO)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -155,6 +155,9 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--pushes", type=int, default=20)
     parser.add_argument("--evals", type=int, default=200_000)
+    parser.add_argument("--ws", default="auto",
+                        choices=["auto", "websockets", "websockets-sansio", "wsproto"],
+                        help="uvicorn's WebSocket implementation")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
     options = parser.parse_args()
     if options.quick:
@@ -168,7 +171,7 @@ def main() -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        api = start_api(Path(scratch), port)
+        api = start_api(Path(scratch), port, options.ws)
         url = f"http://127.0.0.1:{port}"
         try:
             writes_per_s = asyncio.run(writes(url, options.writes, options.concurrency))

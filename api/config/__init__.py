@@ -27,19 +27,12 @@ def start_config_background_loop(app) -> bool:
     """Verification every 5 minutes (all secrets decrypt, versions consistent), the poll for
     other replicas' changes and, with REDIS_URL, their pokes over Redis. Call from a running
     event loop; False when already running."""
-    plane = control_plane(app)
-    started = plane.start_loop("verify", plane._verify_forever)
-    from api.config.plane import POLL_EVERY_S
-
-    plane.start_loop("poll", lambda: plane.hub.poll_forever(POLL_EVERY_S))
-    plane.start_fanout()  # Redis pub/sub between replicas, when REDIS_URL is set
-    return started
+    return control_plane(app).start_background()
 
 
 def start_prometheus_metrics_loop(app) -> bool:
     """Refresh the gauges every 60 s. False when already running."""
-    plane = control_plane(app)
-    return plane.start_loop("metrics", plane._metrics_forever)
+    return control_plane(app).start_metrics()
 
 
 __all__ = ["router", "start_config_background_loop", "start_prometheus_metrics_loop"]

@@ -17,20 +17,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from api.config.service import ConfigError
+
 #: Upper bounds on one S3 call, so an unreachable endpoint fails the request instead of hanging
 #: it for botocore's default 60 s per attempt.
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0
 
 
-class BackupError(Exception):
-    """A backup that could not be made; :attr:`status` is the HTTP status the route answers."""
-
-    status = 500
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+class BackupError(ConfigError):
+    """A backup that could not be made; a ConfigError, so the routes answer its status."""
 
 
 class NotConfigured(BackupError):

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -40,14 +41,13 @@ COMMAND_TIMEOUT_S = 5.0
 
 
 class Fanout:
-    def __init__(self, hub: Hub, url: str, channel: str = CHANNEL) -> None:
+    def __init__(self, hub: Hub, url: str, channel: str = CHANNEL,
+                 on_news: Callable[[], None] | None = None) -> None:
         self.hub = hub
+        #: Called for each poke that announces changes not applied here (a metric).
+        self.on_news = on_news
         self.url = url
         self.channel = channel
-        #: Counters for tests and debugging: pokes published / received, failed publishes.
-        self.published = 0
-        self.received = 0
-        self.publish_failures = 0
         self.subscribed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -105,14 +105,12 @@ class Fanout:
                 try:
                     await client.publish(self.channel, str(revision))
                 except Exception as error:  # Redis down or slow: the poll loop covers it
-                    self.publish_failures += 1
                     if self._publishing_ok:
                         log.warning("cannot publish config revision %d to Redis (%s); other "
                                     "replicas will see it at their next poll", revision, error)
                     self._publishing_ok = False
                     continue
                 self._announced = revision
-                self.published += 1
                 if not self._publishing_ok:
                     log.warning("publishing config revisions to Redis again")
                     self._publishing_ok = True
@@ -137,13 +135,14 @@ class Fanout:
                                                        timeout=HEALTH_CHECK_S)
                     if message is None or message.get("type") != "message":
                         continue
-                    self.received += 1
                     try:
                         revision = int(message["data"])
                     except (TypeError, ValueError):
                         continue
                     # Our own pokes, and pokes for changes a pump already found, are no news.
                     if revision > self.hub.service.revision:
+                        if self.on_news is not None:
+                            self.on_news()
                         self._pump()
             except Exception as error:
                 if self.subscribed:

@@ -42,7 +42,6 @@ class Hub:
     def __init__(self, service: ConfigService) -> None:
         self.service = service
         self.subscribers: set[Subscriber] = set()
-        self.delivered = 0
         service.listeners.append(self._deliver)
 
     @property
@@ -54,7 +53,6 @@ class Hub:
             text = json.dumps(change.message())  # once per change, not once per subscriber
             for subscriber in self.subscribers:
                 subscriber.offer(change.revision, text)
-        self.delivered += len(changes)
 
     def pump(self) -> int:
         """Deliver the changes other replicas committed since the last one seen here."""

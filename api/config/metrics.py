@@ -26,6 +26,10 @@ class ConfigMetrics:
         self.verification_failures = Counter(
             "prioritymax_config_verification_failures_total",
             "Verification runs that found a problem", registry=self.registry)
+        self.fanout_pokes = Counter(
+            "prioritymax_config_fanout_pokes_total",
+            "Redis pokes from other replicas that found changes not yet applied here",
+            registry=self.registry)
         self.requests = Histogram("prioritymax_config_request_duration_seconds",
                                   "Control-plane request latency", ["method", "route", "status"],
                                   buckets=LATENCY_BUCKETS, registry=self.registry)

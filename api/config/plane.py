@@ -42,11 +42,12 @@ class ControlPlane:
         self.service = ConfigService(self.engine, self.keyring,
                                      self.settings.logs_dir / "config_audit.jsonl")
         self.hub = Hub(self.service)
+        self.metrics = ConfigMetrics()
         #: Pokes other replicas through Redis after each commit here (None without REDIS_URL).
-        self.fanout = Fanout(self.hub, self.settings.redis_url) if self.settings.redis_url else None
+        self.fanout = (Fanout(self.hub, self.settings.redis_url, on_news=self.metrics.fanout_pokes.inc)
+                       if self.settings.redis_url else None)
         if self.fanout is not None:
             self.service.on_commit.append(self.fanout.poke)
-        self.metrics = ConfigMetrics()
         self.started_at = time.time()
         self.last_verification: dict[str, Any] | None = None
         self._tasks: dict[str, asyncio.Task] = {}
@@ -79,15 +80,18 @@ class ControlPlane:
         self._tasks[name] = asyncio.get_running_loop().create_task(coroutine_factory(), name=name)
         return True
 
-    def start_all(self) -> None:
-        self.start_loop("verify", self._verify_forever)
-        self.start_loop("metrics", self._metrics_forever)
+    def start_background(self) -> bool:
+        """Verification every 5 minutes, the poll for other replicas' changes and, with
+        REDIS_URL, their pokes over Redis. False when already running."""
+        started = self.start_loop("verify", self._verify_forever)
         self.start_loop("poll", lambda: self.hub.poll_forever(POLL_EVERY_S))
-        self.start_fanout()
+        if self.fanout is not None:
+            self.start_loop("fanout", self.fanout.run)
+        return started
 
-    def start_fanout(self) -> bool:
-        """The Redis fan-out task, when REDIS_URL is set; False when off or already running."""
-        return self.fanout is not None and self.start_loop("fanout", self.fanout.run)
+    def start_metrics(self) -> bool:
+        """Refresh the gauges every 60 s. False when already running."""
+        return self.start_loop("metrics", self._metrics_forever)
 
     async def stop(self) -> None:
         for task in self._tasks.values():

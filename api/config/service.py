@@ -36,7 +36,7 @@ KEY_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$")
 TENANT_PATTERN = re.compile(r"^org:[A-Za-z0-9_\-]{1,64}$")
 #: Names the router uses below /config/ for its own routes; not usable as keys.
 RESERVED = {"secrets", "features", "ws", "reload", "metrics", "health", "status",
-            "rotate_fernet_key", "cleanup", "backup", "snapshot", "resolve", "events"}
+            "rotate_fernet_key", "cleanup", "verify", "backup", "snapshot", "resolve", "events"}
 CONFIG, FLAG = "config", "flag"
 log = logging.getLogger("api.config")
 
@@ -332,6 +332,7 @@ class ConfigService:
                 payload={"details": details}, at=time.time())).inserted_primary_key[0]
         self.audit(type_, actor, revision=revision, **details)
         self._committed(revision)
+        self.catch_up()
         return revision
 
     def _committed(self, revision: int) -> None:
@@ -372,39 +373,43 @@ class ConfigService:
         result = {"rotated": True, "secrets": len(items), "secret_versions": len(olds),
                   "previous_key": before, "key": self.keyring.fingerprint}
         self.record_event("system.rotate_fernet_key", actor, **result)
-        self.catch_up()
         return result
 
     def _check_secrets_decrypt(self) -> None:
         with self.engine.connect() as conn:
-            items = conn.execute(select(config_items.c.key, config_items.c.tenant, config_items.c.value)
-                                 .where(config_items.c.is_secret)).all()
-            olds = conn.execute(select(config_versions.c.key, config_versions.c.tenant,
-                                       config_versions.c.version, config_versions.c.value).where(
-                config_versions.c.is_secret, config_versions.c.deleted.is_(False))).all()
-        bad = [f"secret {r.key!r} ({r.tenant or 'global'})" for r in items
-               if not self.keyring.can_decrypt(r.value)]
-        bad += [f"version {r.version} of secret {r.key!r} ({r.tenant or 'global'})" for r in olds
-                if not self.keyring.can_decrypt(r.value)]
+            bad = self._undecryptable(conn)
         if bad:
             raise Conflict(f"cannot rotate the Fernet key: {', '.join(bad[:5])} "
                            f"{'does' if len(bad) == 1 else 'do'} not decrypt with the current keys; "
                            "delete or rewrite them first (POST /config/verify lists the problems)")
 
+    def _undecryptable(self, conn: Connection) -> list[str]:
+        """Secrets - current ones and past versions a rollback could bring back - that no key
+        of the keyring opens."""
+        items = conn.execute(select(config_items.c.key, config_items.c.tenant, config_items.c.value)
+                             .where(config_items.c.is_secret)).all()
+        olds = conn.execute(select(config_versions.c.key, config_versions.c.tenant,
+                                   config_versions.c.version, config_versions.c.value).where(
+            config_versions.c.is_secret, config_versions.c.deleted.is_(False))).all()
+        bad = [f"secret {r.key!r} ({r.tenant or 'global'})" for r in items
+               if not self.keyring.can_decrypt(r.value)]
+        return bad + [f"version {r.version} of secret {r.key!r} ({r.tenant or 'global'})"
+                      for r in olds if not self.keyring.can_decrypt(r.value)]
+
     def verify(self) -> dict[str, Any]:
-        """Every secret decrypts; every item's version exists in its history."""
-        problems: list[str] = []
+        """Every secret (and past secret version) decrypts; every item's version is in its history."""
+        current = config_items.join(config_versions, (config_versions.c.kind == config_items.c.kind)
+                                    & (config_versions.c.key == config_items.c.key)
+                                    & (config_versions.c.tenant == config_items.c.tenant)
+                                    & (config_versions.c.version == config_items.c.version),
+                                    isouter=True)
         with self.engine.connect() as conn:
-            for row in conn.execute(select(config_items)).all():
-                if row.is_secret and not self.keyring.can_decrypt(row.value):
-                    problems.append(f"secret {row.key!r} ({row.tenant or 'global'}) does not decrypt")
-                found = conn.execute(select(config_versions.c.id).where(
-                    config_versions.c.kind == row.kind, config_versions.c.key == row.key,
-                    config_versions.c.tenant == row.tenant,
-                    config_versions.c.version == row.version)).first()
-                if found is None:
-                    problems.append(f"{row.kind} {row.key!r} is at version {row.version}, "
-                                    "which its history lacks")
+            problems = [f"{p} does not decrypt" for p in self._undecryptable(conn)]
+            orphans = conn.execute(select(config_items.c.kind, config_items.c.key,
+                                          config_items.c.version).select_from(current)
+                                   .where(config_versions.c.id.is_(None))).all()
+        problems += [f"{r.kind} {r.key!r} is at version {r.version}, which its history lacks"
+                     for r in orphans]
         return {"ok": not problems, "problems": problems, "checked_at": time.time()}
 
     def cleanup(self, actor: str, keep_versions: int = 50, event_days: float = 30.0) -> dict[str, Any]:

@@ -35,16 +35,25 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ml.rl.ppo import Agent, Args, SingleProcess, train
+from ml.rl.ppo import Agent, Args, SingleProcess, TrainState, policy_payload, train, write_checkpoint
 from ml.sim.config import SimConfig
 
 
 class DataParallel(SingleProcess):
     """This rank's peers in an initialized default process group."""
 
+    resumable = False  # rank 0 holds only its share of the envs: checkpoints hold the policy
+
     def __init__(self, device: torch.device) -> None:
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.device = device
+
+    def save(self, path: Path, args: Args, config: SimConfig, state: TrainState, env, next_obs,
+             traffic: str) -> None:
+        write_checkpoint(path, policy_payload(args, config, traffic, state.agent, state.obs_rms,
+                                              trainer="torch_distributed")
+                         | {"epoch": state.epoch, "global_step": state.global_step,
+                            "world_size": self.world_size, "history": state.history})
 
     def wrap(self, agent: Agent) -> nn.Module:
         ids = [self.device.index] if self.device.type == "cuda" else None

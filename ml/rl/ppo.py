@@ -209,6 +209,7 @@ class SingleProcess:
 
     rank = 0
     world_size = 1
+    resumable = True  # its checkpoints hold the whole training state
 
     def wrap(self, agent: Agent) -> nn.Module:
         """The module the update runs through."""
@@ -221,6 +222,11 @@ class SingleProcess:
     def divergence(self, agent: Agent) -> float | None:
         """Largest parameter difference from rank 0 over all ranks (None: nothing to compare)."""
         return None
+
+    def save(self, path: Path, args: Args, config: SimConfig, state: TrainState,
+             env: PriorityMaxVecEnv, next_obs: np.ndarray, traffic: str) -> None:
+        """Write the checkpoint (only rank 0 is asked to)."""
+        save_checkpoint(path, args, config, state, env, next_obs, traffic)
 
 
 # --------------------------------------------------------------------------------- checkpoints
@@ -382,8 +388,8 @@ def train(
                                   hold_action=config.scale_deltas.index(0))
 
     model = replicas.wrap(agent)
-    resumable = replicas.world_size == 1
-    payload = None if fresh or not resumable or not checkpoint.exists() else load_checkpoint(checkpoint)
+    resume = not fresh and replicas.resumable and checkpoint.exists()
+    payload = load_checkpoint(checkpoint) if resume else None
     if payload is not None:
         _check_resumable(checkpoint, payload, args, config, traffic_name)
         agent.load_state_dict(payload["agent"])
@@ -502,13 +508,7 @@ def train(
         bar.set_postfix(sps=f"{metrics['charts/SPS']:,.0f}",
                         eval=f"{metrics.get('charts/eval_reward', float('nan')):.1f}")
         if state.epoch % args.checkpoint_every == 0 or state.epoch == last_epoch:
-            if resumable:
-                save_checkpoint(checkpoint, args, config, state, env, next_obs_raw, traffic_name)
-            else:
-                write_checkpoint(checkpoint, policy_payload(
-                    args, config, traffic_name, agent, state.obs_rms, trainer="torch_distributed"
-                ) | {"epoch": state.epoch, "global_step": state.global_step,
-                     "world_size": replicas.world_size, "history": state.history})
+            replicas.save(checkpoint, args, config, state, env, next_obs_raw, traffic_name)
     bar.close()
     env.close()
     return state

@@ -100,8 +100,6 @@ def train_rl(
     """Train (or resume) PPO; evaluate against HPA every ``eval_every`` epochs; return a summary."""
     config = SimConfig()
     traffic = traffic_for(trace, config, holdout_fraction)
-    hpa = evaluate_policy(make_baseline("hpa", config), traffic.evaluation,
-                          seeds=eval_seeds(args.eval_episodes), config=config)
     evaluate = evaluator(traffic.evaluation, config, args.eval_episodes)
     forget_metadata(checkpoint)
 
@@ -124,8 +122,6 @@ def train_rl(
         state = train(args, traffic=traffic.train, traffic_name=traffic.name,
                       checkpoint=checkpoint, config=config, fresh=fresh, stop_after=stop_after,
                       evaluate=evaluate, on_epoch=on_epoch, progress=progress)
-        final_eval = evaluate(state)
-        history = state.history
         result: dict[str, Any] = {
             "checkpoint": str(checkpoint),
             "epochs": state.epoch,
@@ -134,10 +130,8 @@ def train_rl(
             "num_envs": args.num_envs,
             "device": args.device,
             "seconds": round(time.perf_counter() - started, 2),
-            "eval_reward": final_eval,
-            "hpa_reward": float(hpa.reward.mean()),
-            "eval_episodes": args.eval_episodes,
-            **history_summary(history),
+            **final_scores(checkpoint, args.eval_episodes),
+            **history_summary(state.history),
         }
         for tracker in trackers:
             result |= tracker.finish(result)

@@ -62,12 +62,12 @@ def test_each_role_gets_exactly_its_routes(server, role):
     with server.client("admin") as admin:
         admin.post("/config", json={"key": "roles.key", "value": 1})
         admin.put("/config/features/roles_flag", json={"enabled": False})
+    # Deletes that will succeed go last, so the routes after them still find the items.
+    routes = sorted(MINIMUM.items(), key=lambda route: route[0][0] == "DELETE" and LEVEL[role] >= route[1])
     with server.client(role) as caller:
-        for (method, template), minimum in MINIMUM.items():
+        for (method, template), minimum in routes:
             path = (template.replace("{key}", "roles.key").replace("{name}", "roles_flag")
                     .replace("{version}", "1"))
-            if method == "DELETE" and LEVEL[role] >= minimum:
-                continue  # deletes are walked below, after the rest
             response = caller.request(method, path, json=BODIES.get((method, template)))
             if LEVEL[role] < minimum:
                 expected = 401 if role is None else 403

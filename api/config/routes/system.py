@@ -44,7 +44,6 @@ async def snapshot(plane: PlaneDep, _: Viewer):
 async def reload(plane: PlaneDep, caller: Operator):
     count = plane.service.load()
     plane.service.record_event("system.reload", caller.name, items=count)
-    plane.service.catch_up()
     return {"reloaded": True, "config_items_cached": count, "revision": plane.service.revision}
 
 
@@ -96,11 +95,9 @@ async def upload_backup(plane: PlaneDep, caller: Admin):
     """400 when S3_BUCKET is unset, 502 with S3's message when the put fails. The put runs in a
     thread so a slow S3 never stalls the event loop (and with it every other request)."""
     document = plane.service.export()
-    try:
+    with http_errors():
         uploaded = await asyncio.to_thread(backups.upload, document, plane.settings.s3_bucket,
                                            plane.settings.s3_prefix)
-    except backups.BackupError as error:
-        raise HTTPException(error.status, error.message) from None
     plane.service.audit("backup.upload", caller.name, bucket=uploaded.bucket, key=uploaded.key,
                         items=uploaded.items, revision=uploaded.revision, bytes=uploaded.bytes)
     return uploaded.response()

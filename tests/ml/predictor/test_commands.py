@@ -13,10 +13,10 @@ from prioritymax.settings import REPO_ROOT
 pytestmark = pytest.mark.integration
 
 
-def trainer(home, *args, env: dict[str, str] | None = None):
+def trainer(home, *args, env: dict[str, str] | None = None, timeout: float = 600):
     env = {**os.environ, "PRIORITYMAX_HOME": str(home), **(env or {})}
     result = subprocess.run([sys.executable, "ml/trainer_full.py", *map(str, args)],
-                            capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=600)
+                            capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=timeout)
     return result
 
 

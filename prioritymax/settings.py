@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     workflow_maintenance_interval: int = Field(
         120, ge=1, validation_alias=_env("WORKFLOW_MAINTENANCE_INTERVAL")
     )
+    #: Module prefixes a python task may import (``workflows`` allows ``workflows`` and
+    #: ``workflows.*``). Comma-separated in the environment.
+    workflow_python_modules: str = Field(
+        "workflows", validation_alias=_env("PRIORITYMAX_WORKFLOW_PYTHON_MODULES")
+    )
+    #: Hosts http/external tasks may call: ``*`` (any), or comma-separated host names where
+    #: ``*.example.com`` matches subdomains.
+    workflow_url_allowlist: str = Field("*", validation_alias=_env("PRIORITYMAX_WORKFLOW_URL_ALLOWLIST"))
     workflows_ws_auth_token: SecretStr | None = Field(
         None, validation_alias=_env("WORKFLOWS_WS_AUTH_TOKEN")
     )
@@ -147,6 +155,14 @@ class Settings(BaseSettings):
     @property
     def fernet_key_path(self) -> Path:
         return self.fernet_key_path_override or self.secrets_dir / "fernet.key"
+
+    @property
+    def workflow_module_prefixes(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.workflow_python_modules.split(",") if p.strip())
+
+    @property
+    def workflow_url_hosts(self) -> tuple[str, ...]:
+        return tuple(h.strip().lower() for h in self.workflow_url_allowlist.split(",") if h.strip())
 
     @property
     def db_url(self) -> str:

@@ -1,0 +1,255 @@
+"""A workflow spec version -> a Dagster job (DESIGN.md decision 4).
+
+Each node becomes an op named by its path (``verify``, or ``sub__inner`` inside subworkflow ``sub``)
+and every op passes one *state* downstream: ``{"variables": {...}, "results": {node: result}}``.
+
+- Every node with predecessors has one input, ``upstream``, wired to all of them as a fan-in
+  (``MultiDependencyDefinition``), so a node waits for every branch that runs and still runs when a
+  switch skipped some: a plain multi-input op would be skipped. ``join`` is such a node.
+- ``switch`` has one optional output per out-edge (``to_<target>``) and yields only the first whose
+  condition holds (else the ``default`` edge): Dagster skips the branches not taken.
+- ``task`` calls :func:`orchestration.workflows.executors.execute` with the node's resolved
+  template; ``retry_policy`` becomes a Dagster ``RetryPolicy``; ``timeout_seconds`` is enforced by
+  the executor (Dagster has no op timeout).
+- ``timer`` waits ``config.seconds`` (a cancel ends the wait); ``subworkflow`` is the referenced
+  version compiled into a nested graph; ``start``/``end``/``parallel`` pass the state through.
+  The top-level ``start`` op takes the run's variables as op config (the Dagster launchpad can set them).
+
+Ops report to the ``workflow`` resource (:class:`orchestration.workflows.runtime.WorkflowRecorder`):
+node_start, node_end (status, duration, attempt, result or error), node_retry (error, delay).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import dagster as dg
+from dagster._core.definitions.policy import calculate_delay
+
+from orchestration.workflows import executors
+from orchestration.workflows.expressions import evaluate
+from orchestration.workflows.spec import TaskTemplate, WorkflowSpec
+from orchestration.workflows.validate import resolve_template, topological_order
+
+#: (workflow_id, version) -> that version's spec, for subworkflows.
+ResolveWorkflow = Callable[[str, "int | None"], "WorkflowSpec | None"]
+UPSTREAM = "upstream"
+MAX_RESULT_CHARS = 64 * 1024
+
+
+def job_name(workflow_id: str, version: int) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", f"{workflow_id}_v{version}")
+
+
+def merge_states(upstream: Any) -> dict[str, Any]:
+    """One state from what the predecessors passed (a state, a fan-in list, or nothing)."""
+    if upstream is None:
+        return {"variables": {}, "results": {}}
+    if isinstance(upstream, dict):
+        return {"variables": dict(upstream["variables"]), "results": dict(upstream["results"])}
+    merged: dict[str, Any] = {"variables": {}, "results": {}}
+    for state in upstream:
+        merged["variables"].update(state["variables"])
+        merged["results"].update(state["results"])
+    return merged
+
+
+def _bounded(result: Any) -> Any:
+    """Results travel in events and the run record; a huge one is cut to a readable summary."""
+    text = repr(result) if not isinstance(result, str) else result
+    if len(text) <= MAX_RESULT_CHARS:
+        return result
+    return {"truncated": True, "preview": text[:1024], "chars": len(text)}
+
+
+class _Compiler:
+    def __init__(self, workflow_id: str, version: int, templates: Mapping[str, TaskTemplate],
+                 resolve_workflow: ResolveWorkflow, default_executor: str) -> None:
+        self.workflow_id = workflow_id
+        self.version = version
+        self.templates = templates
+        self.resolve_workflow = resolve_workflow
+        self.default_executor = default_executor
+        self.job = job_name(workflow_id, version)
+
+    def graph(self, spec: WorkflowSpec, prefix: str = "", chain: tuple[str, ...] = ()) -> dg.GraphDefinition:
+        """The graph of ``spec``; inside a subworkflow, op names and event node ids carry ``prefix``."""
+        order = topological_order(spec)
+        incoming: dict[str, list] = {node_id: [] for node_id in order}
+        out_edges: dict[str, list] = {node_id: [] for node_id in order}
+        for edge in spec.edges:
+            out_edges[edge.source].append(edge)
+        nodes = {n.node_id: n for n in spec.nodes}
+        node_defs: list[dg.NodeDefinition] = []
+        dependencies: dict[dg.NodeInvocation, dict[str, dg.IDependencyDefinition]] = {}
+        for node_id in order:
+            node = nodes[node_id]
+            path = f"{prefix}{node_id}"
+            for edge in out_edges[node_id]:
+                output = f"to_{edge.target}" if node.type == "switch" else "result"
+                incoming[edge.target].append(dg.DependencyDefinition(node_id, output))
+            has_upstream = bool(incoming[node_id]) or (node.type == "start" and bool(prefix))
+            if node.type == "subworkflow":
+                definition = self.subgraph(node, path, chain)
+            else:
+                definition = self.op(spec, node, path, out_edges[node_id], has_upstream, top=not prefix)
+            node_defs.append(definition)
+            invocation = dg.NodeInvocation(definition.name, alias=node_id)
+            sources = incoming[node_id]
+            if len(sources) == 1:
+                dependencies[invocation] = {UPSTREAM: sources[0]}
+            elif sources:
+                dependencies[invocation] = {UPSTREAM: dg.MultiDependencyDefinition(sources)}
+        name = f"{self.job}__{prefix.rstrip('_')}" if prefix else self.job
+        if not prefix:
+            return dg.GraphDefinition(name=name, node_defs=node_defs, dependencies=dependencies,
+                                      description=spec.description)
+        # A nested graph: its start takes the parent's state, a collector gathers its ends.
+        ends = [n.node_id for n in spec.nodes if n.type == "end"]
+        collector = self.passthrough(f"{prefix}_collect", has_upstream=True)
+        node_defs.append(collector)
+        sources = [dg.DependencyDefinition(end, "result") for end in ends]
+        dependencies[dg.NodeInvocation(collector.name, alias="_collect")] = {
+            UPSTREAM: dg.MultiDependencyDefinition(sources)}
+        start = next(n.node_id for n in spec.nodes if n.type == "start")
+        return dg.GraphDefinition(
+            name=name, node_defs=node_defs, dependencies=dependencies,
+            input_mappings=[dg.InputMapping(graph_input_name=UPSTREAM, mapped_node_name=start,
+                                            mapped_node_input_name=UPSTREAM)],
+            output_mappings=[dg.OutputMapping(graph_output_name="result", mapped_node_name="_collect",
+                                              mapped_node_output_name="result")])
+
+    def subgraph(self, node, path: str, chain: tuple[str, ...]) -> dg.GraphDefinition:
+        target = node.config["workflow_id"]
+        if target in chain or target == self.workflow_id:  # validation refuses these; never recurse
+            raise ValueError(f"subworkflow cycle: {' -> '.join((*chain, target))}")
+        spec = self.resolve_workflow(target, node.config.get("version"))
+        if spec is None:
+            raise ValueError(f"node {node.node_id}: unknown workflow {target}")
+        return self.graph(spec, prefix=f"{path}__", chain=(*chain, target))
+
+    # --------------------------------------------------------------------------------- ops
+    def _ins(self, has_upstream: bool) -> dict[str, dg.In]:
+        return {UPSTREAM: dg.In(dg.Any)} if has_upstream else {}
+
+    def passthrough(self, name: str, has_upstream: bool) -> dg.OpDefinition:
+        def compute(context, inputs):
+            yield dg.Output(merge_states(inputs.get(UPSTREAM)), "result")
+        return dg.OpDefinition(compute_fn=compute, name=name, ins=self._ins(has_upstream),
+                               outs={"result": dg.Out(dg.Any)})
+
+    def op(self, spec: WorkflowSpec, node, path: str, out_edges: list, has_upstream: bool,
+           top: bool) -> dg.OpDefinition:
+        name = path.replace(".", "__")
+        event_id = path.replace("__", ".")
+        base = {"workflow_id": self.workflow_id, "version": self.version, "job_name": self.job,
+                "node_id": event_id, "node_type": node.type}
+        template = (resolve_template(node, self.templates, self.default_executor)
+                    if node.type == "task" else None)
+        retry = template.retry_policy if template else None
+        defaults = dict(spec.variables)
+        config_schema = None
+        if node.type == "start" and top:
+            config_schema = {"variables": dg.Field(dg.Permissive(), is_required=False, default_value={})}
+        outs = ({f"to_{edge.target}": dg.Out(dg.Any, is_required=False) for edge in out_edges}
+                if node.type == "switch" else {"result": dg.Out(dg.Any)})
+        run_node = self._behaviour(node, template, out_edges)
+
+        def compute(context, inputs):
+            recorder = context.resources.workflow
+            run_id = context.run_id
+            attempt = context.retry_number + 1
+            state = merge_states(inputs.get(UPSTREAM))
+            if config_schema is not None:
+                state["variables"] = {**defaults, **(context.op_config or {}).get("variables", {})}
+            header = {**base, "run_id": run_id}
+            cancel = recorder.cancel_event(run_id)
+            started = time.time()
+            recorder.emit({**header, "type": "node_start", "attempt": attempt, "at": started})
+            try:
+                if cancel.is_set():
+                    raise executors.Cancelled(f"run {run_id} was cancelled")
+                result, chosen = run_node(state, {**header, "attempt": attempt}, cancel)
+            except Exception as error:
+                finished = time.time()
+                cancelled = isinstance(error, executors.Cancelled)
+                recorder.emit({**header, "type": "node_end", "attempt": attempt, "at": finished,
+                               "status": "CANCELLED" if cancelled else "FAILED",
+                               "duration_ms": round((finished - started) * 1000, 3), "error": str(error)})
+                if retry is not None and not cancelled and context.retry_number < retry.max_retries:
+                    delay = calculate_delay(attempt, _backoff(retry.backoff), None, retry.backoff_seconds)
+                    recorder.emit({**header, "type": "node_retry", "attempt": attempt, "error": str(error),
+                                   "delay_seconds": delay})
+                    raise
+                raise dg.Failure(description=f"node {event_id}: {error}", allow_retries=False) from error
+            finished = time.time()
+            result = _bounded(result)
+            if result is not None:
+                state["results"][event_id] = result
+            recorder.emit({**header, "type": "node_end", "attempt": attempt, "at": finished,
+                           "status": "COMPLETED", "duration_ms": round((finished - started) * 1000, 3),
+                           **({"result": result} if result is not None else {}),
+                           **({"chosen": chosen} if node.type == "switch" else {})})
+            if node.type == "switch":
+                yield dg.Output(state, f"to_{chosen}")
+            else:
+                yield dg.Output(state, "result")
+
+        policy = (dg.RetryPolicy(max_retries=retry.max_retries, delay=retry.backoff_seconds,
+                                 backoff=_backoff(retry.backoff)) if retry and retry.max_retries else None)
+        return dg.OpDefinition(compute_fn=compute, name=name, ins=self._ins(has_upstream), outs=outs,
+                               config_schema=config_schema, retry_policy=policy,
+                               required_resource_keys={"workflow"}, description=node.name,
+                               tags={"workflow/node_type": node.type})
+
+    def _behaviour(self, node, template: TaskTemplate | None, out_edges: list):
+        """What the node does: (state, meta, cancel) -> (result, chosen switch target)."""
+        if node.type == "task":
+            def task(state, meta, cancel):
+                meta = {**meta, "variables": state["variables"], "results": state["results"]}
+                payload = {**state["variables"], "upstream": state["results"]}
+                return executors.execute(template, payload, meta, cancel=cancel), None
+            return task
+        if node.type == "timer":
+            seconds = float(node.config.get("seconds", 0))
+
+            def timer(state, meta, cancel):
+                if cancel.wait(seconds):
+                    raise executors.Cancelled("cancelled while waiting")
+                return {"waited_seconds": seconds}, None
+            return timer
+        if node.type == "switch":
+            def switch(state, meta, cancel):
+                names = {"input": state["variables"], "vars": state["variables"], "results": state["results"]}
+                for edge in out_edges:
+                    if edge.condition is not None and evaluate(edge.condition, names):
+                        return {"chosen": edge.target, "condition": edge.condition}, edge.target
+                default = next((edge for edge in out_edges if edge.default), None)
+                if default is None:
+                    raise executors.ExecutorError("no condition held and the switch has no default edge")
+                return {"chosen": default.target, "condition": "default"}, default.target
+            return switch
+        return lambda state, meta, cancel: (None, None)  # start, end, parallel, join
+
+
+def _backoff(name: str) -> dg.Backoff:
+    return dg.Backoff.LINEAR if name == "linear" else dg.Backoff.EXPONENTIAL
+
+
+def compile_workflow(spec: WorkflowSpec, *, workflow_id: str, version: int,
+                     templates: Mapping[str, TaskTemplate] | None = None,
+                     resolve_workflow: ResolveWorkflow | None = None, default_executor: str = "python",
+                     resources: Mapping[str, Any] | None = None,
+                     executor_def: dg.ExecutorDefinition | None = None) -> dg.JobDefinition:
+    """The Dagster job of one spec version (validate the spec first: this assumes it is valid).
+    ``resources`` must provide ``workflow`` unless given at execution time."""
+    compiler = _Compiler(workflow_id, version, templates or {}, resolve_workflow or (lambda *_: None),
+                         default_executor)
+    graph = compiler.graph(spec)
+    return graph.to_job(name=compiler.job, resource_defs=dict(resources or {}),
+                        executor_def=executor_def or dg.in_process_executor,
+                        tags={"workflow/id": workflow_id, "workflow/version": str(version)},
+                        description=f"{spec.name} (workflow {workflow_id} v{version})")

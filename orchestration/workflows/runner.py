@@ -1,0 +1,190 @@
+"""Runs workflow versions as Dagster runs, at most WORKFLOW_MAX_CONCURRENT_RUNS at a time.
+
+A run is recorded PENDING when submitted and waits in a queue for one of the worker threads; the
+thread executes the compiled job with ``execute_in_process`` on the Dagster instance in the data
+home (so the run is in ``dagster run list`` and the UI, under the same run id), with the recorder as
+the ``workflow`` resource. ``execute_in_process`` keeps a run's steps in one process, about 20 ms per
+op on a persistent instance; the multiprocess executor would cost about 1.5 s per step
+(../shared/STACK.md). Cancellation is cooperative: the node running finishes its current call
+(a timer or a waiting executor stops at once), no later node starts, and the run ends CANCELLED.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import dagster as dg
+
+from orchestration.workflows.compile import compile_workflow, job_name
+from orchestration.workflows.runtime import WorkflowRecorder
+from orchestration.workflows.spec import TaskTemplate, WorkflowSpec
+from orchestration.workflows.store import FINISHED, WorkflowStore
+
+log = logging.getLogger("orchestration.workflows")
+JOB_CACHE = 128
+#: Dagster's console logger at CRITICAL: its per-step lines and failure tracebacks would flood the
+#: API's stderr
+#: (every event is in the instance, the run's JSONL log and the audit log anyway).
+QUIET = {"console": {"config": {"log_level": "CRITICAL"}}}
+
+
+def dagster_instance(settings) -> dg.DagsterInstance:
+    """The persistent instance in DAGSTER_HOME (the data home's ``dagster/``)."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        # Dagster's telemetry appends to ~/.dagster/logs on every step (measured: 15% of a run of
+        # no-op nodes) and has nowhere to send it here.
+        config.write_text("telemetry:\n  enabled: false\n")
+    return dg.DagsterInstance.from_config(str(home))
+
+
+class WorkflowRunner:
+    def __init__(self, store: WorkflowStore, recorder: WorkflowRecorder, settings,
+                 instance: dg.DagsterInstance | None = None) -> None:
+        self.store = store
+        self.recorder = recorder
+        self.settings = settings
+        self._instance = instance
+        self._instance_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._jobs: OrderedDict[tuple[str, int], tuple[WorkflowSpec, dg.JobDefinition]] = OrderedDict()
+        self._jobs_lock = threading.Lock()
+        self.futures: dict[str, Future] = {}
+
+    @property
+    def instance(self) -> dg.DagsterInstance:
+        with self._instance_lock:
+            if self._instance is None:
+                self._instance = dagster_instance(self.settings)
+            return self._instance
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """WORKFLOW_MAX_CONCURRENT_RUNS worker threads, made on the first run."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.settings.workflow_max_concurrent_runs,
+                                            thread_name_prefix="workflow-run")
+        return self._pool
+
+    # ------------------------------------------------------------------------- compilation
+    def templates(self) -> dict[str, TaskTemplate]:
+        return {name: TaskTemplate.model_validate(row["template"])
+                for name, row in self.store.templates().items()}
+
+    def resolve_workflow(self, workflow_id: str, version: int | None) -> WorkflowSpec | None:
+        spec = self.store.spec(workflow_id, version)
+        return WorkflowSpec.model_validate(spec) if spec is not None else None
+
+    def job(self, workflow_id: str, version: int) -> tuple[WorkflowSpec, dg.JobDefinition]:
+        """The compiled job of a version (versions are immutable, so it is cached). Templates are
+        read when a version is first compiled."""
+        key = (workflow_id, version)
+        with self._jobs_lock:
+            if key in self._jobs:
+                self._jobs.move_to_end(key)
+                return self._jobs[key]
+        spec = self.resolve_workflow(workflow_id, version)
+        if spec is None:
+            raise KeyError(f"unknown workflow {workflow_id} version {version}")
+        job = compile_workflow(spec, workflow_id=workflow_id, version=version, templates=self.templates(),
+                               resolve_workflow=self.resolve_workflow,
+                               default_executor=self.settings.workflow_executor_default)
+        with self._jobs_lock:
+            self._jobs[key] = (spec, job)
+            while len(self._jobs) > JOB_CACHE:
+                self._jobs.popitem(last=False)
+        return spec, job
+
+    def forget_compiled(self) -> None:
+        """Drop compiled jobs (a template changed: later runs compile with the new one)."""
+        with self._jobs_lock:
+            self._jobs.clear()
+
+    # ---------------------------------------------------------------------------------- runs
+    def start(self, workflow_id: str, version: int, variables: dict[str, Any], actor: str) -> dict:
+        """Record the run PENDING and queue it; returns the run record."""
+        spec, job = self.job(workflow_id, version)
+        run_id = str(uuid.uuid4())
+        merged = {**spec.variables, **variables}
+        run = self.store.create_run(run_id, workflow_id, version, job.name, merged, actor)
+        self.recorder.cancel_event(run_id)
+        self.futures[run_id] = self.pool.submit(self._execute, run_id, workflow_id, version, merged)
+        return run
+
+    def cancel(self, run_id: str) -> bool:
+        """Ask a run to stop; False when it already finished."""
+        run = self.store.run(run_id)
+        if run is None or run["status"] in FINISHED:
+            return False
+        self.recorder.cancel(run_id)
+        future = self.futures.get(run_id)
+        if future is not None and future.cancel():  # still queued: it never starts
+            self._emit_end(run_id, workflow_id=run["workflow_id"], version=run["version"],
+                           job=run["job_name"], kind="run_cancelled", error="cancelled before it started")
+        return True
+
+    def wait(self, run_id: str, timeout: float | None = None) -> dict | None:
+        future = self.futures.get(run_id)
+        if future is not None:
+            with contextlib.suppress(Exception):  # a cancelled future, or a failure already recorded
+                future.result(timeout)
+        return self.store.run(run_id)
+
+    def _emit_end(self, run_id: str, *, workflow_id: str, version: int, job: str, kind: str,
+                  error: str | None = None) -> None:
+        event = {"type": kind, "run_id": run_id, "workflow_id": workflow_id, "version": version,
+                 "job_name": job, "at": time.time()}
+        if error:
+            event["error"] = error
+        self.recorder.emit(event)
+        self.recorder.forget(run_id)
+        self.futures.pop(run_id, None)
+
+    def _execute(self, run_id: str, workflow_id: str, version: int, variables: dict) -> None:
+        name = job_name(workflow_id, version)
+        try:
+            spec, job = self.job(workflow_id, version)
+            start = next(n.node_id for n in spec.nodes if n.type == "start")
+            self.recorder.emit({"type": "run_started", "run_id": run_id, "workflow_id": workflow_id,
+                                "version": version, "job_name": name, "variables": variables,
+                                "at": time.time()})
+            result = job.execute_in_process(
+                run_config={"ops": {start: {"config": {"variables": variables}}}, "loggers": QUIET},
+                instance=self.instance,
+                run_id=run_id, raise_on_error=False, resources={"workflow": self.recorder},
+                tags={"workflow/id": workflow_id, "workflow/version": str(version), "workflow/source": "api"})
+        except Exception as error:  # compilation or the instance failed: the run still ends
+            log.exception("workflow run %s could not execute", run_id)
+            self._emit_end(run_id, workflow_id=workflow_id, version=version, job=name, kind="run_failed",
+                           error=f"{type(error).__name__}: {error}")
+            return
+        if self.recorder.cancel_event(run_id).is_set():
+            self._emit_end(run_id, workflow_id=workflow_id, version=version, job=name, kind="run_cancelled",
+                           error="cancelled")
+        elif result.success:
+            self._emit_end(run_id, workflow_id=workflow_id, version=version, job=name, kind="run_completed")
+        else:
+            self._emit_end(run_id, workflow_id=workflow_id, version=version, job=name, kind="run_failed",
+                           error=self._failure(run_id))
+
+    def _failure(self, run_id: str) -> str:
+        """The run's error: the last node failure its events recorded."""
+        for event in reversed(self.store.run_events(run_id)):
+            if event["type"] == "node_end" and event.get("status") == "FAILED":
+                return f"node {event['node_id']} failed: {event.get('error')}"
+        return "the run failed before any node ran (see the Dagster run's logs)"
+
+    def shutdown(self) -> None:
+        for run_id in list(self.futures):
+            self.recorder.cancel(run_id)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)

@@ -99,10 +99,9 @@ class _Compiler:
             node_defs.append(definition)
             invocation = dg.NodeInvocation(definition.name, alias=node_id)
             sources = incoming[node_id]
-            if len(sources) == 1:
-                dependencies[invocation] = {UPSTREAM: sources[0]}
-            elif sources:
-                dependencies[invocation] = {UPSTREAM: dg.MultiDependencyDefinition(sources)}
+            # Every node gets an entry, even without inputs: that is what gives it its alias.
+            dependencies[invocation] = ({UPSTREAM: sources[0]} if len(sources) == 1 else
+                                        {UPSTREAM: dg.MultiDependencyDefinition(sources)} if sources else {})
         name = f"{self.job}__{prefix.rstrip('_')}" if prefix else self.job
         if not prefix:
             return dg.GraphDefinition(name=name, node_defs=node_defs, dependencies=dependencies,

@@ -44,7 +44,15 @@ def dagster_instance(settings) -> dg.DagsterInstance:
         # Dagster's telemetry appends to ~/.dagster/logs on every step (measured: 15% of a run of
         # no-op nodes) and has nowhere to send it here.
         config.write_text("telemetry:\n  enabled: false\n")
-    return dg.DagsterInstance.from_config(str(home))
+    instance = dg.DagsterInstance.from_config(str(home))
+    if not instance.get_python_log_dagster_handler_config():
+        # Once dagster.yaml holds any setting, Dagster calls logging.config.dictConfig at the start
+        # of every run, even with no python_logs handlers to add; with runs on several threads of
+        # one process that deadlocks (dictConfig holds logging's module lock and waits for a
+        # handler's lock, which another run's thread holds while it waits for the module lock).
+        # Without handlers configured the call adds nothing, so it is skipped.
+        instance.get_yaml_python_handlers = list
+    return instance
 
 
 class WorkflowRunner:

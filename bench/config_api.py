@@ -1,14 +1,21 @@
 """Config control plane speed against a real uvicorn on loopback, in one run.
 
-1. Versioned writes: ``--writes`` POST /config from ``--concurrency`` concurrent connections,
-   each write a new immutable version + an event + an audit line, on the embedded SQLite store.
+1. Versioned writes: ``--writes`` POST /config from ``--concurrency`` concurrent keep-alive
+   connections, each write a new immutable version + an event + an audit line, on the embedded
+   SQLite store.
 2. Reads: GET /config/{key} latency (p50/p99) from the same number of concurrent connections.
 3. Live push: ``--subscribers`` WebSocket subscribers (default 1,000) connected at once; for each
-   of ``--pushes`` writes, the time from sending the POST to each subscriber receiving the change
-   (p50/p99 over all subscribers and writes). Subscribers run in this process, so the figure
-   includes our own client-side receive loop.
+   of ``--pushes`` writes, the time from just before the POST is written to its socket to each
+   subscriber having the change's frame (p50/p99 over all subscribers and writes).
+   The subscribers run in a receiver process of their own; both ends read ``time.monotonic()``
+   (CLOCK_MONOTONIC, one clock for all processes of the machine).
 4. Client flag evaluation: :class:`api.client.ConfigClient` answering a rollout flag from its
    snapshot, per call (p50/p99 over ``--evals`` calls, timer overhead included).
+
+The load generator (writes, reads, the pushes' POSTs and the subscribers) is raw HTTP/1.1 over
+asyncio streams and a minimal RFC 6455 client on asyncio protocols (uvloop when installed), run in
+child processes of this script (``--child``), not httpx: httpx cost more CPU per request (2.0 ms)
+than the server's whole write, on the same 2 cores.
 
 Each figure is printed with its target and the ratio to it; the last line is one JSON object.
 
@@ -19,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import functools
 import json
 import os
 import resource
@@ -30,7 +39,6 @@ import time
 from pathlib import Path
 
 import httpx
-import websockets
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN = "pmx_bench_admin_token"
@@ -59,69 +67,230 @@ def start_api(home: Path, port: int, ws: str) -> subprocess.Popen:
     raise RuntimeError("the API did not start")
 
 
-async def writes(url: str, count: int, concurrency: int) -> float:
-    headers = {"Authorization": f"Bearer {ADMIN}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30,
-                                 limits=httpx.Limits(max_connections=concurrency)) as client:
-        async def worker(offset: int) -> None:
-            for i in range(offset, count, concurrency):
-                response = await client.post("/config", json={"key": f"bench.key{i % 50}", "value": i})
-                response.raise_for_status()
+# --------------------------------------------------------------------------- load generator
+# Raw HTTP/1.1 keep-alive and a minimal WebSocket client on asyncio (uvloop when installed), run
+# in processes of their own: httpx cost about 2 ms of CPU per request, more than the server's
+# write, and on the same interpreter it competed with the 1,000 receiving sockets.
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in range(concurrency)))
-        return count / (time.perf_counter() - started)
+def _request(method: str, path: str, host: str, body: bytes = b"") -> bytes:
+    return (f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {ADMIN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
 
 
-async def reads(url: str, count: int, concurrency: int) -> list[float]:
-    headers = {"Authorization": f"Bearer {ADMIN}"}
+class HTTPConnection:
+    """One keep-alive connection: send a request, read the status and the whole body."""
+
+    def __init__(self, url: str) -> None:
+        self.host = url.removeprefix("http://")
+        self.address = self.host.split(":")
+
+    async def open(self) -> HTTPConnection:
+        self.reader, self.writer = await asyncio.open_connection(self.address[0], int(self.address[1]))
+        return self
+
+    async def call(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        self.writer.write(_request(method, path, self.host, body))
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        payload = await self.reader.readexactly(length)
+        if status != 200:
+            raise RuntimeError(f"{method} {path}: {status} {payload[:200]!r}")
+        return status, payload
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def _writes(url: str, count: int, concurrency: int) -> dict:
+    connections = [await HTTPConnection(url).open() for _ in range(concurrency)]
+
+    async def worker(connection: HTTPConnection, offset: int) -> None:
+        for i in range(offset, count, concurrency):
+            await connection.call("POST", "/config",
+                                  json.dumps({"key": f"bench.key{i % 50}", "value": i}).encode())
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(c, w) for w, c in enumerate(connections)))
+    elapsed = time.perf_counter() - started
+    for connection in connections:
+        connection.close()
+    return {"writes_per_s": count / elapsed}
+
+
+async def _reads(url: str, count: int, concurrency: int) -> dict:
+    connections = [await HTTPConnection(url).open() for _ in range(concurrency)]
     latencies: list[float] = []
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30,
-                                 limits=httpx.Limits(max_connections=concurrency)) as client:
-        async def worker(offset: int) -> None:
-            for i in range(offset, count, concurrency):
-                started = time.perf_counter()
-                response = await client.get(f"/config/bench.key{i % 50}")
-                latencies.append(time.perf_counter() - started)
-                response.raise_for_status()
 
-        await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    return latencies
+    async def worker(connection: HTTPConnection, offset: int) -> None:
+        for i in range(offset, count, concurrency):
+            started = time.perf_counter()
+            await connection.call("GET", f"/config/bench.key{i % 50}")
+            latencies.append(time.perf_counter() - started)
+
+    await asyncio.gather(*(worker(c, w) for w, c in enumerate(connections)))
+    for connection in connections:
+        connection.close()
+    return {"latencies": latencies}
 
 
-async def propagation(url: str, subscribers: int, pushes: int) -> list[float]:
-    ws_url = url.replace("http://", "ws://") + f"/config/ws/config?token={ADMIN}"
-    sent: dict[int, float] = {}
-    delays: list[float] = []
+class WSReceiver(asyncio.Protocol):
+    """A WebSocket subscriber, just enough of RFC 6455 for this bench: the upgrade, unmasked
+    text frames from the server (fragmented or not), pings answered, close. Each ``bench.push``
+    change is timestamped with ``time.monotonic()`` (CLOCK_MONOTONIC: one clock for every
+    process of the machine) the moment its frame is complete."""
 
-    async def subscriber(ready: asyncio.Event, connected: list[int]) -> None:
-        async with websockets.connect(ws_url, max_queue=None, open_timeout=60) as socket:
-            await socket.recv()  # hello
-            connected.append(1)
-            if len(connected) == subscribers:
-                ready.set()
-            received = 0
-            while received < pushes:
-                message = json.loads(await socket.recv())
-                if message.get("key") == "bench.push":
-                    delays.append(time.perf_counter() - sent[message["value"]])
-                    received += 1
+    def __init__(self, request: bytes, pushes: int, done: asyncio.Future, ready: list) -> None:
+        self.request, self.pushes, self.done, self.ready = request, pushes, done, ready
+        self.buffer = b""
+        self.upgraded = False
+        self.fragments: list[bytes] = []
+        self.received: list[tuple[int, float]] = []
 
-    ready, connected = asyncio.Event(), []
-    tasks = []
-    for _ in range(subscribers):
-        tasks.append(asyncio.create_task(subscriber(ready, connected)))
-        if len(tasks) % 100 == 0:
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        at = time.monotonic()
+        self.buffer += data
+        if not self.upgraded:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if self.buffer[9:12] != b"101":
+                self._finish(RuntimeError(f"upgrade refused: {self.buffer[:200]!r}"))
+                return
+            self.upgraded, self.buffer = True, self.buffer[end + 4:]
+        while len(self.buffer) >= 2:
+            first, length = self.buffer[0], self.buffer[1] & 0x7F
+            start = 2
+            if length == 126:
+                if len(self.buffer) < 4:
+                    return
+                length, start = int.from_bytes(self.buffer[2:4], "big"), 4
+            elif length == 127:
+                if len(self.buffer) < 10:
+                    return
+                length, start = int.from_bytes(self.buffer[2:10], "big"), 10
+            if len(self.buffer) < start + length:
+                return
+            payload, self.buffer = self.buffer[start:start + length], self.buffer[start + length:]
+            self._frame(first & 0x80, first & 0x0F, payload, at)
+
+    def _frame(self, fin: int, opcode: int, payload: bytes, at: float) -> None:
+        if opcode == 0x9:  # ping: a masked pong (zero mask) with the same payload
+            self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+            return
+        if opcode == 0x8:
+            self._finish(RuntimeError("the server closed the connection"))
+            return
+        if opcode in (0x1, 0x0):
+            self.fragments.append(payload)
+            if not fin:
+                return
+            message, self.fragments = json.loads(b"".join(self.fragments)), []
+            if message.get("type") == "hello":
+                self.ready.append(1)
+            elif message.get("key") == "bench.push":
+                self.received.append((message["value"], at))
+                if len(self.received) == self.pushes:
+                    self._finish(None)
+
+    def _finish(self, error: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(error) if error else self.done.set_result(self.received)
+        self.transport.close()
+
+    def connection_lost(self, exc) -> None:
+        if not self.done.done():
+            self.done.set_exception(RuntimeError(f"connection lost: {exc}"))
+
+
+async def _receive(url: str, subscribers: int, pushes: int) -> dict:
+    """Connect ``subscribers`` WebSockets (in waves of 100), say "ready" on stdout once every one
+    has its hello, then wait for ``pushes`` changes on each."""
+    loop = asyncio.get_running_loop()
+    host = url.removeprefix("http://")
+    address, port = host.split(":")
+    ready: list[int] = []
+    futures = []
+    for n in range(subscribers):
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (f"GET /config/ws/config?token={ADMIN} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                   ).encode()
+        done = loop.create_future()
+        await loop.create_connection(functools.partial(WSReceiver, request, pushes, done, ready), address,
+                                     int(port))
+        futures.append(done)
+        if n % 100 == 99:
             await asyncio.sleep(0.05)  # connect in waves rather than 1,000 handshakes at once
-    await asyncio.wait_for(ready.wait(), timeout=120)
-    headers = {"Authorization": f"Bearer {ADMIN}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+    deadline = time.monotonic() + 120
+    while len(ready) < subscribers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(ready)} of {subscribers} subscribers got their hello")
+        await asyncio.sleep(0.05)
+    print("ready", flush=True)
+    received = await asyncio.wait_for(asyncio.gather(*futures), timeout=120)
+    return {"received": received}
+
+
+def _child(command: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, __file__, "--child", *command], stdout=subprocess.PIPE,
+                            text=True, cwd=REPO)
+
+
+def _result(process: subprocess.Popen) -> dict:
+    output, _ = process.communicate(timeout=300)
+    if process.returncode:
+        raise RuntimeError(f"load process failed ({process.returncode})")
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def writes(url: str, count: int, concurrency: int) -> float:
+    return _result(_child(["writes", url, str(count), str(concurrency)]))["writes_per_s"]
+
+
+def reads(url: str, count: int, concurrency: int) -> list[float]:
+    return _result(_child(["reads", url, str(count), str(concurrency)]))["latencies"]
+
+
+def propagation(url: str, subscribers: int, pushes: int) -> list[float]:
+    """Subscribers in a receiver process; each POST from this process, timed from just before
+    its request is written to the socket (``time.monotonic()``, the receivers' clock)."""
+    receiver = _child(["receive", url, str(subscribers), str(pushes)])
+    if receiver.stdout.readline().strip() != "ready":
+        raise RuntimeError("the receiver process did not get ready")
+
+    async def push() -> dict[int, float]:
+        sent: dict[int, float] = {}
+        connection = await HTTPConnection(url).open()
         for i in range(pushes):
-            sent[i] = time.perf_counter()
-            (await client.post("/config", json={"key": "bench.push", "value": i})).raise_for_status()
+            body = json.dumps({"key": "bench.push", "value": i}).encode()
+            sent[i] = time.monotonic()
+            await connection.call("POST", "/config", body)
             await asyncio.sleep(0.3)  # let every subscriber take it before the next one
-    await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
-    return delays
+        connection.close()
+        return sent
+
+    sent = asyncio.run(push())
+    received = _result(receiver)["received"]
+    return [at - sent[value] for subscriber in received for value, at in subscriber]
+
+
+def _run_child(kind: str, url: str, *numbers: str) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    work = {"writes": _writes, "reads": _reads, "receive": _receive}[kind]
+    print(json.dumps(runner(work(url, *map(int, numbers)))), flush=True)
 
 
 def client_evaluations(url: str, count: int) -> list[float]:
@@ -148,6 +317,9 @@ def client_evaluations(url: str, count: int) -> list[float]:
 
 
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        _run_child(*sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--writes", type=int, default=3000)
     parser.add_argument("--reads", type=int, default=3000)
@@ -174,9 +346,9 @@ def main() -> None:
         api = start_api(Path(scratch), port, options.ws)
         url = f"http://127.0.0.1:{port}"
         try:
-            writes_per_s = asyncio.run(writes(url, options.writes, options.concurrency))
-            read_latency = asyncio.run(reads(url, options.reads, options.concurrency))
-            delays = asyncio.run(propagation(url, options.subscribers, options.pushes))
+            writes_per_s = writes(url, options.writes, options.concurrency)
+            read_latency = reads(url, options.reads, options.concurrency)
+            delays = propagation(url, options.subscribers, options.pushes)
             evals = client_evaluations(url, options.evals)
         finally:
             api.terminate()

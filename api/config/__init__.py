@@ -18,9 +18,15 @@ from api.config.plane import control_plane
 from api.config.routes import features, items, secrets, system, ws
 
 router = APIRouter()
-# Fixed paths first: /config/{key} would otherwise claim /config/status and friends.
+# One flat list of routes rather than include_router() per module: FastAPI resolves included
+# routers lazily, walking (and re-matching) every nested router on each request, which cost more
+# CPU than the whole store write. Each module's router carries its full /config prefix.
+# Order: the two exact /config routes (the write and the list, the hot path) first; then fixed
+# paths, since /config/{key} would otherwise claim /config/status and friends; items' last.
+_exact = [route for route in items.router.routes if getattr(route, "path", None) == "/config"]
+router.routes.extend(_exact)
 for _module in (system, secrets, features, ws, items):
-    router.include_router(_module.router, prefix="/config")
+    router.routes.extend(route for route in _module.router.routes if route not in _exact)
 
 
 def start_config_background_loop(app) -> bool:

@@ -49,6 +49,8 @@ class Hub:
         return len(self.subscribers)
 
     def _deliver(self, changes: list[Change]) -> None:
+        if not self.subscribers:
+            return  # nobody to tell: no JSON to encode
         for change in changes:
             text = json.dumps(change.message())  # once per change, not once per subscriber
             for subscriber in self.subscribers:

@@ -91,7 +91,12 @@ class StrictJSONRequest(Request):
 class TimedRoute(APIRoute):
     """Records each request's latency in the control plane's histogram (route template, not
     the raw path, so the label set stays small), and parses bodies as :class:`StrictJSONRequest`.
-    A route class, not a middleware, so an app that only includes the router still gets both."""
+    A route class, not a middleware, so an app that only includes the router still gets both.
+    Subclasses name another histogram with :meth:`histogram` (the workflows API does)."""
+
+    @staticmethod
+    def histogram(app):
+        return control_plane(app).metrics.requests
 
     def get_route_handler(self) -> Callable:
         handler = super().get_route_handler()
@@ -112,7 +117,7 @@ class TimedRoute(APIRoute):
                 status = 422  # counted as a 500 before: it is not an HTTPException
                 raise
             finally:
-                control_plane(request.app).metrics.requests.labels(
+                self.histogram(request.app).labels(
                     method=request.method, route=template, status=str(status)
                 ).observe(time.perf_counter() - started)
 

@@ -18,7 +18,7 @@ from api.config.schemas import FlagEvaluation, FlagWrite, ItemPublic, VersionPub
 from api.config.service import FLAG
 from api.deps import Admin, Operator, PlaneDep, Viewer
 
-router = APIRouter(prefix="/features", route_class=TimedRoute, tags=["features"])
+router = APIRouter(prefix="/config/features", route_class=TimedRoute, tags=["features"])
 
 Tenant = Annotated[str | None, Query(max_length=80, description="org:<id>; omit for global")]
 

@@ -19,20 +19,21 @@ from api.config.service import CONFIG
 from api.deps import Admin, Operator, PlaneDep, Viewer
 from api.security import Role
 
-router = APIRouter(route_class=TimedRoute, tags=["config"])
+router = APIRouter(prefix="/config", route_class=TimedRoute, tags=["config"])
 
 Tenant = Annotated[str | None, Query(max_length=80, description="org:<id>; omit for global")]
 
 
 @router.post("", response_model=ItemPublic, summary="Create or update a config item")
-async def write_item(body: ConfigWrite, plane: PlaneDep, caller: Operator, if_match: IfMatch = None):
+async def write_item(body: ConfigWrite, caller: Operator, if_match: IfMatch = None):
+    plane = caller.plane
     if body.is_secret and caller.role < Role.admin:
         raise HTTPException(403, "writing a secret needs the admin role")
     with http_errors():
-        item = plane.service.set(CONFIG, body.key, body.value, tenant=body.tenant, actor=caller.name,
-                                 comment=body.comment, is_secret=body.is_secret,
-                                 namespace=body.namespace,
-                                 expected_version=expected_version(if_match, body.expected_version))
+        item = await plane.service.set_grouped(
+            CONFIG, body.key, body.value, tenant=body.tenant, actor=caller.name, comment=body.comment,
+            is_secret=body.is_secret, namespace=body.namespace,
+            expected_version=expected_version(if_match, body.expected_version))
     plane.metrics.changes.labels(kind=CONFIG, operation="set").inc()
     return item
 
@@ -45,9 +46,9 @@ async def list_items(plane: PlaneDep, _: Viewer, prefix: Annotated[str | None, Q
 
 
 @router.get("/{key}", response_model=ItemPublic, summary="One config item of one layer")
-async def get_item(key: str, plane: PlaneDep, _: Viewer, tenant: Tenant = None):
+async def get_item(key: str, caller: Viewer, tenant: Tenant = None):
     with http_errors():
-        return plane.service.get(CONFIG, key, tenant)
+        return caller.plane.service.get(CONFIG, key, tenant)
 
 
 @router.get("/{key}/resolve", response_model=Resolved,

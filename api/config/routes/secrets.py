@@ -12,7 +12,7 @@ from api.config.schemas import ItemPublic, SecretWrite
 from api.config.service import CONFIG
 from api.deps import Admin, Operator, PlaneDep
 
-router = APIRouter(prefix="/secrets", route_class=TimedRoute, tags=["secrets"])
+router = APIRouter(prefix="/config/secrets", route_class=TimedRoute, tags=["secrets"])
 
 Tenant = Annotated[str | None, Query(max_length=80)]
 

@@ -14,7 +14,7 @@ from api.config.routes.common import TimedRoute, http_errors
 from api.config.schemas import BackupDocument, BackupUploaded, Snapshot, Status, Verification
 from api.deps import Admin, Operator, PlaneDep, Viewer
 
-router = APIRouter(route_class=TimedRoute, tags=["config operations"])
+router = APIRouter(prefix="/config", route_class=TimedRoute, tags=["config operations"])
 
 
 @router.get("/health", response_model=Status, summary="Liveness (no token needed)")

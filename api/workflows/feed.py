@@ -1,0 +1,46 @@
+"""The run event log as a feed for the config plane's WebSocket :class:`~api.config.hub.Hub` and
+Redis :class:`~api.config.fanout.Fanout`, so workflow events reuse the same push machinery: the
+store's ``seq`` is the revision, ``?since=SEQ`` replays, and events other processes commit (other
+replicas, runs launched from Dagster) arrive on a poke or the poll."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from orchestration.workflows.store import WorkflowStore
+
+
+@dataclass(frozen=True)
+class EventChange:
+    revision: int
+    event: dict[str, Any]
+
+    def message(self) -> dict[str, Any]:
+        return self.event
+
+
+class EventFeed:
+    """What :class:`~api.config.hub.Hub` needs of a source: ``listeners``, ``revision``,
+    ``changes_since`` and ``catch_up`` (called on the event loop's thread)."""
+
+    def __init__(self, store: WorkflowStore) -> None:
+        self.store = store
+        self.revision = store.latest_seq()
+        self.listeners: list[Callable[[list[EventChange]], None]] = []
+        self._lock = threading.Lock()
+
+    def changes_since(self, revision: int, limit: int = 10_000) -> list[EventChange]:
+        return [EventChange(e["seq"], e) for e in self.store.events_since(revision, limit)]
+
+    def catch_up(self) -> list[EventChange]:
+        with self._lock:
+            changes = self.changes_since(self.revision)
+            if changes:
+                self.revision = changes[-1].revision
+        if changes:
+            for listener in self.listeners:
+                listener(changes)
+        return changes

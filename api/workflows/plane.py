@@ -1,0 +1,213 @@
+"""The workflows plane of one API process: store, recorder, runner, event push, metrics, tracing and
+the maintenance loop. It lives on ``app.state.workflows_plane`` and shares the config plane's
+tokens (roles), database, WebSocket hub and Redis fan-out code.
+
+Events flow: an op (on a run's thread) -> :class:`WorkflowRecorder` (store, logs) -> hooks here:
+metrics, tracing, a Redis poke, and a wake-up of the event loop, which reads the log from its last
+``seq`` on and pushes to WebSocket subscribers in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import httpx
+
+from api.config.fanout import Fanout
+from api.config.hub import Hub
+from api.workflows.feed import EventFeed
+from api.workflows.metrics import WorkflowMetrics
+from orchestration.workflows.runner import WorkflowRunner
+from orchestration.workflows.runtime import WorkflowRecorder
+from orchestration.workflows.spec import WorkflowSpec
+from orchestration.workflows.store import FINISHED, WorkflowStore
+from orchestration.workflows.tracing import from_settings as tracing_from_settings
+from prioritymax.files import append_jsonl
+from prioritymax.settings import Settings, get_settings
+
+log = logging.getLogger("api.workflows")
+CHANNEL = "prioritymax:workflows:events"
+POLL_EVERY_S = 1.0
+
+
+class WorkflowsPlane:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings().layout_home()
+        self.store = WorkflowStore.from_settings(self.settings)
+        self.recorder = WorkflowRecorder(self.store, self.settings)
+        self.runner = WorkflowRunner(self.store, self.recorder, self.settings)
+        self.metrics = WorkflowMetrics()
+        self.tracing = tracing_from_settings(self.settings)
+        self.feed = EventFeed(self.store)
+        self.hub = Hub(self.feed)
+        self.fanout = (Fanout(self.hub, self.settings.redis_url, channel=CHANNEL,
+                              on_news=self.metrics.fanout_pokes.inc) if self.settings.redis_url else None)
+        self.started_at = time.time()
+        self.last_maintenance: dict[str, Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake_pending = False
+        self._tasks: dict[str, asyncio.Task] = {}
+        self.recorder.hooks.extend([self.metrics.on_event, self._trace, self._announce])
+        self.metrics.runs_active.set_function(self.store.count_active)
+
+    # ------------------------------------------------------------------------ event hooks
+    def _trace(self, event: dict) -> None:
+        try:
+            self.tracing.on_event(event)
+        except Exception:  # tracing must never fail a run
+            log.exception("tracing the workflow event failed")
+
+    def _announce(self, event: dict) -> None:
+        """From any thread: poke other replicas and wake our loop to push (coalesced)."""
+        if self.fanout is not None:
+            self.fanout.poke(event["seq"])
+        loop = self._loop
+        if loop is None or self._wake_pending:
+            return
+        self._wake_pending = True
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._pump)
+
+    def _pump(self) -> None:
+        self._wake_pending = False
+        try:
+            self.hub.pump()
+        except Exception:
+            log.exception("pushing workflow events failed")
+
+    # ------------------------------------------------------------------------------ loops
+    def start(self) -> None:
+        """Start the push, poll, fan-out and maintenance tasks on the running loop (idempotent)."""
+        self._loop = asyncio.get_running_loop()
+        if "warm" not in self._tasks:  # open the Dagster instance now, not on the first run
+            self._tasks["warm"] = self._loop.create_task(asyncio.to_thread(lambda: self.runner.instance))
+        self._start_task("poll", lambda: self.hub.poll_forever(POLL_EVERY_S))
+        self._start_task("maintenance", self._maintain_forever)
+        if self.fanout is not None:
+            self._start_task("fanout", self.fanout.run)
+
+    def _start_task(self, name: str, factory) -> None:
+        task = self._tasks.get(name)
+        if task is None or task.done():
+            self._tasks[name] = asyncio.get_running_loop().create_task(factory(), name=f"workflows-{name}")
+
+    async def stop(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        for task in self._tasks.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await asyncio.to_thread(self.runner.shutdown)
+        self.tracing.shutdown()
+        self._loop = None
+
+    async def _maintain_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.workflow_maintenance_interval)
+            try:
+                await self.maintain()
+            except Exception:
+                log.exception("workflow maintenance failed")
+
+    # ------------------------------------------------------------------------ maintenance
+    async def maintain(self, now: float | None = None) -> dict[str, Any]:
+        """SLA checks (per workflow and node) and retention. Returns what it did."""
+        now = now or time.time()
+        violations = await asyncio.to_thread(self.check_slas, now)
+        for violation in violations:
+            where = f" node {violation['node_id']}" if violation.get("node_id") else ""
+            await self.alert(f"SLA violation: workflow {violation['workflow_id']} run "
+                             f"{violation['run_id']}{where} took {violation['elapsed_seconds']:.1f} s "
+                             f"(SLA {violation['sla_seconds']} s)")
+        cleaned = await asyncio.to_thread(self.cleanup, now, "maintenance")
+        self.last_maintenance = {"at": now, "sla_violations": len(violations), **cleaned}
+        if violations:
+            self.report({"action": "maintenance", **self.last_maintenance})
+        return self.last_maintenance
+
+    def cleanup(self, now: float | None = None, actor: str = "maintenance") -> dict[str, Any]:
+        days = self.settings.workflow_retention_days
+        result = self.store.cleanup((now or time.time()) - days * 86400)
+        record = {"action": "cleanup", "actor": actor, "retention_days": days, **result}
+        self.store.audit(record)
+        if result["runs_deleted"] or actor != "maintenance":
+            self.report(record)
+        return {"retention_days": days, **result}
+
+    def report(self, record: dict[str, Any]) -> None:
+        """One line in ``WORKFLOWS_META_DIR/reports/maintenance.jsonl`` (the seed's reports/)."""
+        append_jsonl(self.settings.workflows_meta_dir / "reports" / "maintenance.jsonl",
+                     {"at": time.time(), **record})
+
+    def check_slas(self, now: float) -> list[dict]:
+        """Each run is checked until it finishes: the workflow's ``sla_seconds`` against the run's
+        time so far, each node's against its attempts. A violation is reported once per scope."""
+        found = []
+        for run in self.store.unchecked_runs():
+            try:
+                spec = WorkflowSpec.model_validate(self.store.spec(run["workflow_id"], run["version"]) or {})
+            except Exception:
+                self.store.mark_sla_checked(run["run_id"])
+                continue
+            events = self.store.run_events(run["run_id"])
+            reported = {e.get("node_id") for e in events if e["type"] == "sla_violation"}
+            finished = run["status"] in FINISHED
+            begun = run["started_at"] or run["created_at"]
+            end = run["finished_at"] or now
+            checks: list[tuple[str | None, float | None, float]] = [(None, spec.sla_seconds, end - begun)]
+            starts: dict[str, float] = {}
+            for event in events:
+                node = event.get("node_id")
+                if event["type"] == "node_start" and node not in starts:
+                    starts[node] = event["at"]
+            ends = {e["node_id"]: e["at"] for e in events
+                    if e["type"] == "node_end" and e.get("status") == "COMPLETED"}
+            for node in spec.nodes:
+                if node.sla_seconds and node.node_id in starts:
+                    took = ends.get(node.node_id, end) - starts[node.node_id]
+                    checks.append((node.node_id, node.sla_seconds, took))
+            for node_id, sla, elapsed in checks:
+                if sla is None or elapsed <= sla or node_id in reported:
+                    continue
+                event = {"type": "sla_violation", "run_id": run["run_id"], "workflow_id": run["workflow_id"],
+                         "version": run["version"], "node_id": node_id, "sla_seconds": sla,
+                         "elapsed_seconds": round(elapsed, 3), "at": now}
+                found.append(self.recorder.emit(event))
+            if finished:
+                self.store.mark_sla_checked(run["run_id"])
+        return found
+
+    async def alert(self, text: str) -> None:
+        """Post to Slack when SLACK_WEBHOOK_URL is set; failures are logged, never raised."""
+        if not self.settings.slack_webhook_url:
+            return
+        try:
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                response = await client.post(self.settings.slack_webhook_url.get_secret_value(),
+                                             json={"text": f"[prioritymax workflows] {text}"})
+                response.raise_for_status()
+        except httpx.HTTPError as error:
+            log.warning("slack alert failed: %s", error)
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": True, "uptime_seconds": int(time.time() - self.started_at),
+                "runs_active": self.store.count_active(), "ws_connections": self.hub.connections,
+                "max_concurrent_runs": self.settings.workflow_max_concurrent_runs,
+                "dagster_home": str(self.settings.dagster_home), "tracing": self.tracing.enabled,
+                "redis_fanout": self.fanout is not None and self.fanout.subscribed,
+                "last_maintenance": self.last_maintenance}
+
+
+def workflows_plane(app) -> WorkflowsPlane:
+    """The app's workflows plane, created on first use (an app that only includes the router)."""
+    plane = getattr(app.state, "workflows_plane", None)
+    if plane is None:
+        plane = app.state.workflows_plane = WorkflowsPlane()
+        with contextlib.suppress(RuntimeError):  # called outside a running loop: started later
+            plane.start()
+    return plane

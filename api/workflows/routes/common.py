@@ -1,0 +1,61 @@
+"""What the /workflows routes share: spec parsing + validation into one 422 that lists every
+problem with its node id, and the store's lookups as 404s."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+
+from api.config.routes.common import TimedRoute
+from api.workflows.plane import WorkflowsPlane, workflows_plane
+from orchestration.workflows.spec import MAX_SPEC_BYTES, WorkflowSpec
+from orchestration.workflows.validate import Problem, parse_spec, validate_spec
+
+
+class WorkflowsRoute(TimedRoute):
+    """The config routes' latency timing and strict JSON bodies, into the workflows histogram."""
+
+    @staticmethod
+    def histogram(app):
+        return workflows_plane(app).metrics.requests
+
+
+async def get_plane(request: Request) -> WorkflowsPlane:
+    return workflows_plane(request.app)
+
+
+Plane = Annotated[WorkflowsPlane, Depends(get_plane)]
+
+
+def problems_of(plane: WorkflowsPlane, raw: Any, workflow_id: str | None = None,
+                size: int | None = None) -> tuple[WorkflowSpec | None, list[Problem]]:
+    if size is not None and size > MAX_SPEC_BYTES:
+        return None, [Problem(None, f"spec is {size} bytes; the limit is {MAX_SPEC_BYTES}")]
+    spec, problems = parse_spec(raw)
+    if spec is None:
+        return None, problems
+    settings = plane.settings
+    problems = validate_spec(spec, templates=plane.runner.templates(),
+                             resolve_workflow=plane.runner.resolve_workflow,
+                             allowed_modules=settings.workflow_module_prefixes,
+                             url_hosts=settings.workflow_url_hosts,
+                             default_executor=settings.workflow_executor_default, workflow_id=workflow_id)
+    return spec, problems
+
+
+async def valid_spec(plane: WorkflowsPlane, request: Request, raw: Any,
+                     workflow_id: str | None = None) -> WorkflowSpec:
+    """The spec, or a 422 ``{"message", "problems": [{"node_id", "message"}]}``."""
+    size = len(await request.body())
+    spec, problems = problems_of(plane, raw, workflow_id, size)
+    if problems or spec is None:
+        raise HTTPException(422, {"message": f"the workflow spec has {len(problems)} problem(s)",
+                                  "problems": [p.as_dict() for p in problems]})
+    return spec
+
+
+def found(value, what: str):
+    if value is None:
+        raise HTTPException(404, f"{what} not found")
+    return value

@@ -148,6 +148,8 @@ class _Compiler:
                 "node_id": event_id, "node_type": node.type}
         template = (resolve_template(node, self.templates, self.default_executor)
                     if node.type == "task" else None)
+        if node.type == "task" and template is None:  # its stored template was deleted since
+            raise ValueError(f"node {event_id}: template {node.template_ref!r} not found")
         retry = template.retry_policy if template else None
         defaults = dict(spec.variables)
         config_schema = None

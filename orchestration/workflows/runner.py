@@ -64,7 +64,7 @@ class WorkflowRunner:
         self._instance = instance
         self._instance_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self._jobs: OrderedDict[tuple[str, int], tuple[WorkflowSpec, dg.JobDefinition]] = OrderedDict()
+        self._jobs: OrderedDict[tuple, tuple[WorkflowSpec, dg.JobDefinition]] = OrderedDict()
         self._jobs_lock = threading.Lock()
         self.futures: dict[str, Future] = {}
 
@@ -93,16 +93,18 @@ class WorkflowRunner:
         return WorkflowSpec.model_validate(spec) if spec is not None else None
 
     def job(self, workflow_id: str, version: int) -> tuple[WorkflowSpec, dg.JobDefinition]:
-        """The compiled job of a version (versions are immutable, so it is cached). Templates are
-        read when a version is first compiled."""
-        key = (workflow_id, version)
+        """The compiled job of a version. Versions are immutable, so it is cached, keyed also by the
+        versions its subworkflows resolve to now (one without a pinned version runs the inner
+        workflow's latest). Templates are read when a version is compiled. ValueError when
+        something it references no longer exists."""
+        spec = self.resolve_workflow(workflow_id, version)
+        if spec is None:
+            raise KeyError(f"unknown workflow {workflow_id} version {version}")
+        key = (workflow_id, version, self._subworkflow_versions(spec, (workflow_id,)))
         with self._jobs_lock:
             if key in self._jobs:
                 self._jobs.move_to_end(key)
                 return self._jobs[key]
-        spec = self.resolve_workflow(workflow_id, version)
-        if spec is None:
-            raise KeyError(f"unknown workflow {workflow_id} version {version}")
         job = compile_workflow(spec, workflow_id=workflow_id, version=version, templates=self.templates(),
                                resolve_workflow=self.resolve_workflow,
                                default_executor=self.settings.workflow_executor_default)
@@ -111,6 +113,21 @@ class WorkflowRunner:
             while len(self._jobs) > JOB_CACHE:
                 self._jobs.popitem(last=False)
         return spec, job
+
+    def _subworkflow_versions(self, spec: WorkflowSpec, chain: tuple[str, ...]) -> tuple:
+        """(workflow_id, version) of every subworkflow reachable from ``spec``, as resolved now."""
+        found: list[tuple[str, int | None]] = []
+        for node in spec.nodes:
+            if node.type != "subworkflow":
+                continue
+            target = node.config.get("workflow_id")
+            current = self.store.get(target) if isinstance(target, str) else None
+            version = node.config.get("version") or (current["latest_version"] if current else None)
+            found.append((target, version))
+            inner = self.resolve_workflow(target, version) if current and target not in chain else None
+            if inner is not None:
+                found.extend(self._subworkflow_versions(inner, (*chain, target)))
+        return tuple(found)
 
     def forget_compiled(self) -> None:
         """Drop compiled jobs (a template changed: later runs compile with the new one)."""

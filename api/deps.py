@@ -32,9 +32,19 @@ PlaneDep = Annotated[ControlPlane, Depends(get_plane)]
 
 
 def authenticate(plane: ControlPlane, token: str | None, minimum: Role) -> Caller:
+    """The caller of a token, checked against ``minimum``. A request without a token is
+    ``anonymous`` with PRIORITYMAX_ANONYMOUS_ROLE when that is set (never admin), else a 401."""
     if not token:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        anonymous = plane.settings.anonymous_role
+        if anonymous is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if Role[anonymous] < minimum:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED,
+                                f"this route needs the {minimum.name} role; requests without a token "
+                                f"get {anonymous} (PRIORITYMAX_ANONYMOUS_ROLE)",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return Caller("anonymous", Role[anonymous], plane)
     found = plane.lookup_token(token)
     if found is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or revoked token",

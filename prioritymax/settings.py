@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # so the embedded default needs no external service (README, design notes).
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
     admin_token: SecretStr | None = Field(None, validation_alias=_env("PRIORITYMAX_ADMIN_TOKEN"))
+    #: The role of a request that carries no token (a local sandbox, the seed's token-less cURL
+    #: examples). Unset: such a request gets 401. Never admin.
+    anonymous_role: Literal["viewer", "operator"] | None = Field(
+        None, validation_alias=_env("PRIORITYMAX_ANONYMOUS_ROLE"))
     workflows_meta_dir_override: Path | None = Field(
         None, validation_alias=_env("WORKFLOWS_META_DIR")
     )

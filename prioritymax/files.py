@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,3 +39,45 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record, default=str, sort_keys=True) + "\n")
+
+
+class AppendLog:
+    """A JSONL file kept open in append mode: one ``write()`` per line (``O_APPEND``, so lines of
+    several processes do not interleave), instead of mkdir + open + close per line. Reopened when
+    the path no longer names the open file (rotated or removed). Thread-safe."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+        self._identity: tuple[int, int] | None = None
+        self._lock = threading.Lock()
+
+    def append(self, record: dict[str, Any]) -> None:
+        data = (json.dumps(record, default=str, sort_keys=True) + "\n").encode("utf-8")
+        with self._lock:
+            fd = self._open()
+            while data:
+                data = data[os.write(fd, data):]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def _open(self) -> int:
+        try:
+            status = os.stat(self.path)
+            identity: tuple[int, int] | None = (status.st_dev, status.st_ino)
+        except FileNotFoundError:
+            identity = None
+        if self._fd is not None and identity == self._identity:
+            return self._fd
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        status = os.fstat(self._fd)
+        self._identity = (status.st_dev, status.st_ino)
+        return self._fd

@@ -30,17 +30,39 @@ class EventFeed:
         self.store = store
         self.revision = store.latest_seq()
         self.listeners: list[Callable[[list[EventChange]], None]] = []
+        #: Events stored here that came before an earlier seq was seen (another thread's, in flight).
+        self.pending: dict[int, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     def changes_since(self, revision: int, limit: int = 10_000) -> list[EventChange]:
         return [EventChange(e["seq"], e) for e in self.store.events_since(revision, limit)]
 
+    def offer(self, event: dict[str, Any]) -> list[EventChange]:
+        """An event this process just stored, delivered without reading it back when it is the next
+        ``seq``; one that comes early waits in :attr:`pending` for the events before it (or for a
+        :meth:`catch_up`, when those were stored by another process)."""
+        with self._lock:
+            if event["seq"] <= self.revision:
+                return []
+            self.pending[event["seq"]] = event
+            changes = []
+            while self.revision + 1 in self.pending:
+                self.revision += 1
+                changes.append(EventChange(self.revision, self.pending.pop(self.revision)))
+        self._deliver(changes)
+        return changes
+
     def catch_up(self) -> list[EventChange]:
+        """Every event stored after :attr:`revision`, by any process, read from the store."""
         with self._lock:
             changes = self.changes_since(self.revision)
             if changes:
                 self.revision = changes[-1].revision
+                self.pending = {seq: e for seq, e in self.pending.items() if seq > self.revision}
+        self._deliver(changes)
+        return changes
+
+    def _deliver(self, changes: list[EventChange]) -> None:
         if changes:
             for listener in self.listeners:
                 listener(changes)
-        return changes

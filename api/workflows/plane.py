@@ -32,6 +32,7 @@ from prioritymax.settings import Settings, get_settings
 log = logging.getLogger("api.workflows")
 CHANNEL = "prioritymax:workflows:events"
 POLL_EVERY_S = 1.0
+GAP_WAIT_S = 0.05
 
 
 class WorkflowsPlane:
@@ -49,7 +50,6 @@ class WorkflowsPlane:
         self.started_at = time.time()
         self.last_maintenance: dict[str, Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake_pending = False
         self._tasks: dict[str, asyncio.Task] = {}
         self.recorder.hooks.extend([self.metrics.on_event, self._trace, self._announce])
         self.metrics.runs_active.set_function(self.store.count_active)
@@ -62,18 +62,22 @@ class WorkflowsPlane:
             log.exception("tracing the workflow event failed")
 
     def _announce(self, event: dict) -> None:
-        """From any thread: poke other replicas and wake our loop to push (coalesced)."""
+        """From any thread: poke other replicas, and hand the event to our loop to push."""
         if self.fanout is not None:
             self.fanout.poke(event["seq"])
         loop = self._loop
-        if loop is None or self._wake_pending:
-            return
-        self._wake_pending = True
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._pump)
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody to push to
+                loop.call_soon_threadsafe(self._push, event)
+
+    def _push(self, event: dict) -> None:
+        """On the loop: push the event if it is the next one; if an earlier one is missing (stored
+        by another process), read the log shortly after, unless its own thread hands it over first."""
+        self.feed.offer(event)
+        if self.feed.pending and self._loop is not None:
+            self._loop.call_later(GAP_WAIT_S, self._pump)
 
     def _pump(self) -> None:
-        self._wake_pending = False
         try:
             self.hub.pump()
         except Exception:

@@ -13,6 +13,7 @@ per-run log) and to ``logs/workflows_audit.jsonl``; definition changes are audit
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 
 from api.db import engine_for, metadata
-from prioritymax.files import append_jsonl
+from prioritymax.files import AppendLog, append_jsonl
 
 workflows = Table(
     "workflows", metadata,
@@ -106,6 +107,10 @@ class WorkflowStore:
         metadata.create_all(engine)  # the engine may predate this module's tables (idempotent)
         self.logs_dir = logs_dir
         self.audit_path = logs_dir / "workflows_audit.jsonl"
+        self._audit = AppendLog(self.audit_path)
+        #: The JSONL logs of the runs going on, open until their run_* end event.
+        self._run_logs: dict[str, AppendLog] = {}
+        self._run_logs_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings) -> WorkflowStore:
@@ -115,7 +120,7 @@ class WorkflowStore:
         return self.logs_dir / "runs" / f"{run_id}.jsonl"
 
     def audit(self, record: dict[str, Any]) -> None:
-        append_jsonl(self.audit_path, {"at": time.time(), **record})
+        self._audit.append({"at": time.time(), **record})
 
     # --------------------------------------------------------------------------- definitions
     def create(self, spec: dict, actor: str, workflow_id: str | None = None,
@@ -305,8 +310,20 @@ class WorkflowStore:
                 run_id=event["run_id"], type=event["type"], node_id=event.get("node_id"), event=event,
                 at=event["at"])).inserted_primary_key[0]
         event["seq"] = seq
-        append_jsonl(self.run_log_path(event["run_id"]), event)
-        append_jsonl(self.audit_path, event)
+        run_id, kind = event["run_id"], event["type"]
+        with self._run_logs_lock:  # a run's log stays open from run_started to its end event
+            log = self._run_logs.get(run_id)
+            if log is None and kind == "run_started":
+                log = self._run_logs[run_id] = AppendLog(self.run_log_path(run_id))
+            if kind in RUN_END:
+                self._run_logs.pop(run_id, None)
+        if log is None:  # a run launched from Dagster, or an SLA event after the end
+            append_jsonl(self.run_log_path(run_id), event)
+        else:
+            log.append(event)
+            if kind in RUN_END:
+                log.close()
+        self._audit.append(event)
         return seq
 
     def latest_seq(self) -> int:

@@ -49,3 +49,10 @@ def test_config_api_bench_quick():
     figures = last_json_line(["bench/config_api.py", "--quick"])
     assert {"writes_per_s", "get_p99_ms", "ws_propagation_p99_ms_20_subs",
             "client_eval_p99_us"} <= set(figures)
+
+
+def test_workflows_bench_quick():
+    figures = last_json_line(["bench/workflows.py", "--quick"])
+    assert {"overhead_vs_raw_dagster", "submit_to_first_node_ms", "ws_event_p99_ms",
+            "chain_overhead_vs_raw_dagster", "fan_overhead_vs_raw_dagster",
+            "overhead_vs_raw_ephemeral"} <= set(figures)

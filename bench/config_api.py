@@ -3,6 +3,9 @@
 1. Versioned writes: ``--writes`` POST /config from ``--concurrency`` concurrent keep-alive
    connections, each write a new immutable version + an event + an audit line, on the embedded
    SQLite store.
+   Then ``--batched-writes`` of them through POST /config/batch, ``--batch`` items a request
+   (default 50), from the same number of connections; each item still its own version + event +
+   audit line (``writes_per_s_batched``).
 2. Reads: GET /config/{key} latency (p50/p99) from the same number of concurrent connections.
 3. Live push: ``--subscribers`` WebSocket subscribers (default 1,000) connected at once; for each
    of ``--pushes`` writes, the time from just before the POST is written to its socket to each
@@ -19,7 +22,8 @@ than the server's whole write, on the same 2 cores.
 
 Each figure is printed with its target and the ratio to it; the last line is one JSON object.
 
-    .venv/bin/python bench/config_api.py [--writes 3000] [--subscribers 1000] [--quick]
+    .venv/bin/python bench/config_api.py [--writes 3000] [--batched-writes 10000] [--batch 50]
+                                         [--subscribers 1000] [--quick]
 """
 
 from __future__ import annotations
@@ -42,8 +46,8 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN = "pmx_bench_admin_token"
-TARGETS = {"writes_per_s": 1000, "get_p99_ms": None, "ws_propagation_p99_ms_1000_subs": 100,
-           "client_eval_p99_us": 10}
+TARGETS = {"writes_per_s": 1000, "writes_per_s_batched": 1000, "get_p99_ms": None,
+           "ws_propagation_p99_ms_1000_subs": 100, "client_eval_p99_us": 10}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -112,6 +116,24 @@ async def _writes(url: str, count: int, concurrency: int) -> dict:
         for i in range(offset, count, concurrency):
             await connection.call("POST", "/config",
                                   json.dumps({"key": f"bench.key{i % 50}", "value": i}).encode())
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(c, w) for w, c in enumerate(connections)))
+    elapsed = time.perf_counter() - started
+    for connection in connections:
+        connection.close()
+    return {"writes_per_s": count / elapsed}
+
+
+async def _batched_writes(url: str, count: int, concurrency: int, batch: int) -> dict:
+    """``count`` versioned writes as POST /config/batch requests of ``batch`` items each."""
+    connections = [await HTTPConnection(url).open() for _ in range(concurrency)]
+    requests = [range(start, min(start + batch, count)) for start in range(0, count, batch)]
+
+    async def worker(connection: HTTPConnection, offset: int) -> None:
+        for n in range(offset, len(requests), concurrency):
+            body = {"items": [{"key": f"bench.batch{i % 50}", "value": i} for i in requests[n]]}
+            await connection.call("POST", "/config/batch", json.dumps(body).encode())
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(c, w) for w, c in enumerate(connections)))
@@ -255,6 +277,10 @@ def writes(url: str, count: int, concurrency: int) -> float:
     return _result(_child(["writes", url, str(count), str(concurrency)]))["writes_per_s"]
 
 
+def batched_writes(url: str, count: int, concurrency: int, batch: int) -> float:
+    return _result(_child(["batched", url, str(count), str(concurrency), str(batch)]))["writes_per_s"]
+
+
 def reads(url: str, count: int, concurrency: int) -> list[float]:
     return _result(_child(["reads", url, str(count), str(concurrency)]))["latencies"]
 
@@ -289,7 +315,7 @@ def _run_child(kind: str, url: str, *numbers: str) -> None:
         runner = asyncio.run
     else:
         runner = uvloop.run
-    work = {"writes": _writes, "reads": _reads, "receive": _receive}[kind]
+    work = {"writes": _writes, "batched": _batched_writes, "reads": _reads, "receive": _receive}[kind]
     print(json.dumps(runner(work(url, *map(int, numbers)))), flush=True)
 
 
@@ -322,6 +348,8 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--writes", type=int, default=3000)
+    parser.add_argument("--batched-writes", type=int, default=10_000)
+    parser.add_argument("--batch", type=int, default=50, help="items per POST /config/batch")
     parser.add_argument("--reads", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--subscribers", type=int, default=1000)
@@ -333,7 +361,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
     options = parser.parse_args()
     if options.quick:
-        options.writes, options.reads, options.subscribers = 200, 200, 20
+        options.writes, options.batched_writes, options.reads, options.subscribers = 200, 500, 200, 20
         options.pushes, options.evals = 3, 5000
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8192)), hard))
@@ -347,6 +375,8 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         try:
             writes_per_s = writes(url, options.writes, options.concurrency)
+            batched_per_s = batched_writes(url, options.batched_writes, options.concurrency,
+                                           options.batch)
             read_latency = reads(url, options.reads, options.concurrency)
             delays = propagation(url, options.subscribers, options.pushes)
             evals = client_evaluations(url, options.evals)
@@ -355,18 +385,19 @@ def main() -> None:
             api.wait(timeout=20)
     figures = {
         "writes_per_s": round(writes_per_s),
+        "writes_per_s_batched": round(batched_per_s),
         "get_p50_ms": round(statistics.median(read_latency) * 1000, 2),
         "get_p99_ms": round(percentile(read_latency, 0.99) * 1000, 2),
         f"ws_propagation_p50_ms_{options.subscribers}_subs": round(statistics.median(delays) * 1000, 1),
         f"ws_propagation_p99_ms_{options.subscribers}_subs": round(percentile(delays, 0.99) * 1000, 1),
         "client_eval_p50_us": round(statistics.median(evals), 2),
         "client_eval_p99_us": round(percentile(evals, 0.99), 2),
-        "concurrency": options.concurrency, "subscribers": options.subscribers,
+        "concurrency": options.concurrency, "batch": options.batch, "subscribers": options.subscribers,
     }
     for name, target in TARGETS.items():
         name = name.replace("1000_subs", f"{options.subscribers}_subs")
         if target:
-            better = figures[name] / target if name == "writes_per_s" else target / figures[name]
+            better = figures[name] / target if name.startswith("writes_per_s") else target / figures[name]
             print(f"{name}: {figures[name]:,} (target {target:,}; {better:.2f}x the target)")
         else:
             print(f"{name}: {figures[name]:,}")

@@ -42,6 +42,32 @@ class ConfigWrite(BaseModel):
     expected_version: int | None = Field(None, ge=0, description="409 unless the item is at it")
 
 
+#: The most items one POST /config/batch may carry.
+MAX_BATCH_ITEMS = 500
+
+
+class ConfigBatchItem(BaseModel):
+    """One item of a batch: :class:`ConfigWrite` without secrets (they have their own admin route)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1, max_length=200, examples=["autoscaler.max_workers"])
+    value: WrittenValue = Field(examples=[25])
+    is_secret: Literal[False] = Field(False, description="always false: secrets go to /config/secrets")
+    comment: str | None = Field(None, max_length=1000)
+    tenant: str | None = Field(None, max_length=80, examples=["org:acme"])
+    namespace: str | None = Field(None, max_length=200)
+    expected_version: int | None = Field(None, ge=0, description="refused (409) unless the item is at "
+                                         "it, counting the batch's earlier items")
+
+
+class ConfigBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[ConfigBatchItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+    atomic: bool = Field(True, description="all or nothing (default); false: each item on its own")
+
+
 class SecretWrite(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -76,6 +102,24 @@ class ItemPublic(BaseModel):
     updated_by: str | None = None
     comment: str | None = None
     deleted: bool = False
+
+
+class BatchWritten(ItemPublic):
+    index: int = Field(description="the item's position in the request")
+    revision: int
+
+
+class BatchRefusal(BaseModel):
+    index: int
+    key: str
+    tenant: str | None
+    status: int = Field(description="what POST /config would have answered: 404, 409, 413 or 422")
+    detail: str
+
+
+class BatchResult(BaseModel):
+    written: list[BatchWritten]
+    refused: list[BatchRefusal] = Field(description="empty unless atomic is false")
 
 
 class VersionPublic(BaseModel):

@@ -38,7 +38,7 @@ KEY_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$")
 TENANT_PATTERN = re.compile(r"^org:[A-Za-z0-9_\-]{1,64}$")
 #: Names the router uses below /config/ for its own routes; not usable as keys.
 RESERVED = {"secrets", "features", "ws", "reload", "metrics", "health", "status",
-            "rotate_fernet_key", "cleanup", "verify", "backup", "snapshot", "resolve", "events"}
+            "rotate_fernet_key", "cleanup", "verify", "backup", "snapshot", "resolve", "events", "batch"}
 CONFIG, FLAG = "config", "flag"
 log = logging.getLogger("api.config")
 
@@ -65,6 +65,28 @@ class Invalid(ConfigError):
 
 class TooLarge(ConfigError):
     status = 413
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One item of a batch that was not written, and why (its ConfigError's status and message)."""
+
+    index: int
+    key: str
+    tenant: str | None
+    status: int
+    message: str
+
+
+class BatchRefused(ConfigError):
+    """An atomic batch with refused items: nothing of it was written. The status is the items'
+    common one (409, 413, 422, 404), or 422 when they differ."""
+
+    def __init__(self, refused: list[Refusal], total: int) -> None:
+        statuses = {refusal.status for refusal in refused}
+        self.status = statuses.pop() if len(statuses) == 1 else 422
+        super().__init__(f"{len(refused)} of the batch's {total} items refused; nothing was written")
+        self.refused = refused
 
 
 def check_key(key: str) -> str:
@@ -262,6 +284,49 @@ class ConfigService:
         future = loop.create_future()
         group[1].append((write, future))
         return await future
+
+    def set_many(self, kind: str, items: list[dict[str, Any]], *, actor: str,
+                 atomic: bool = True) -> tuple[list[dict[str, Any]], list[Refusal]]:
+        """Several plain (non-secret) writes in one transaction, in order: each item (``key``,
+        ``value`` and optionally ``tenant``, ``namespace``, ``comment``, ``expected_version``) its
+        own version, event (consecutive revisions) and audit line, checked against the state the
+        items before it left, exactly as :meth:`set` would write it. Atomic: any refused item
+        raises :class:`BatchRefused` listing every refused one, and nothing is written. Otherwise
+        the refused items are skipped. Returns the written items (public shape plus ``index``
+        and ``revision``) and the refusals."""
+        refused: list[Refusal] = []
+        prepared = []
+        for index, item in enumerate(items):
+            try:
+                prepared.append((index, self._prepare_set(
+                    kind, item["key"], item["value"], tenant=item.get("tenant"), actor=actor,
+                    comment=item.get("comment"), is_secret=False, namespace=item.get("namespace"),
+                    expected_version=item.get("expected_version"), operation="set")))
+            except ConfigError as error:
+                refused.append(_refusal(index, item, error))
+        applied: list[tuple[int, _Applied]] = []
+        if prepared:
+            with self._writes() as store:
+                for index, (kind_, key, tenant, options) in prepared:
+                    try:
+                        applied.append((index, self._apply(store, kind_, key, tenant, **options)))
+                    except ConfigError as error:  # raised before any statement of this item
+                        refused.append(_refusal(index, items[index], error))
+                if atomic and refused:  # every item checked, so that all refusals are listed
+                    raise BatchRefused(sorted(refused, key=lambda r: r.index), len(items))  # rolls back
+        elif atomic and refused:
+            raise BatchRefused(refused, len(items))
+        written, failure = [], None
+        for index, done in applied:
+            try:
+                item = self._publish(done)
+            except Exception as error:  # committed already: publish the others, then tell
+                failure = failure or error
+                continue
+            written.append({**item, "index": index, "revision": done.change.revision})
+        if failure is not None:
+            raise failure
+        return written, sorted(refused, key=lambda r: r.index)
 
     def _prepare_set(self, kind: str, key: str, value: Any, *, tenant: str | None, actor: str,
                      comment: str | None, is_secret: bool, namespace: str | None,
@@ -588,6 +653,10 @@ class _Applied:
     actor: str
     audit: dict[str, Any]
     change: Change
+
+
+def _refusal(index: int, item: dict[str, Any], error: ConfigError) -> Refusal:
+    return Refusal(index, item["key"], item.get("tenant"), error.status, error.message)
 
 
 def _check_comment(comment: str | None) -> None:

@@ -35,6 +35,7 @@ MINIMUM = {
     ("GET", "/config/features/{name}/versions"): VIEWER,
     ("POST", "/config/features/{name}/rollback/{version}"): ADMIN,
     ("POST", "/config"): OPERATOR,
+    ("POST", "/config/batch"): OPERATOR,
     ("GET", "/config"): VIEWER,
     ("GET", "/config/{key}"): VIEWER,
     ("GET", "/config/{key}/resolve"): VIEWER,
@@ -44,6 +45,7 @@ MINIMUM = {
 }
 BODIES = {
     ("POST", "/config"): {"key": "roles.key", "value": 2},
+    ("POST", "/config/batch"): {"items": [{"key": "roles.key", "value": 3}]},
     ("PUT", "/config/features/{name}"): {"enabled": True},
     ("POST", "/config/secrets/{name}"): {"secret_value": "x"},
     ("POST", "/config/backup/restore"): {"format": 1, "items": []},

@@ -14,8 +14,8 @@ from api.config.routes.common import (
     http_errors,
     rollback_and_tell,
 )
-from api.config.schemas import ConfigWrite, ItemPublic, Resolved, VersionPublic
-from api.config.service import CONFIG
+from api.config.schemas import BatchResult, ConfigBatch, ConfigWrite, ItemPublic, Resolved, VersionPublic
+from api.config.service import CONFIG, BatchRefused, Refusal
 from api.deps import Admin, Operator, PlaneDep, Viewer
 from api.security import Role
 
@@ -36,6 +36,33 @@ async def write_item(body: ConfigWrite, caller: Operator, if_match: IfMatch = No
             expected_version=expected_version(if_match, body.expected_version))
     plane.metrics.changes.labels(kind=CONFIG, operation="set").inc()
     return item
+
+
+def _refusal(refusal: Refusal) -> dict:
+    return {"index": refusal.index, "key": refusal.key, "tenant": refusal.tenant, "status": refusal.status,
+            "detail": refusal.message}
+
+
+@router.post("/batch", response_model=BatchResult, summary="Write several config items in one transaction",
+             responses={409: {"description": "atomic: items refused (listed in detail.refused); "
+                                             "nothing written (also 404, 413 or 422)"}})
+async def write_batch(body: ConfigBatch, caller: Operator):
+    """Each item becomes its own version, event (consecutive revisions) and audit line, as
+    POST /config writes it, checked in order against the state the items before it left. With
+    ``atomic`` (the default) one refused item refuses the whole batch: nothing is written and the
+    4xx's ``detail.refused`` lists every refused item by index. Without it, refused items are
+    skipped and listed in ``refused``. Secrets cannot be batched."""
+    plane = caller.plane
+    try:
+        written, refused = plane.service.set_many(
+            CONFIG, [item.model_dump(exclude={"is_secret"}) for item in body.items], actor=caller.name,
+            atomic=body.atomic)
+    except BatchRefused as error:
+        raise HTTPException(error.status, {"message": error.message,
+                                           "refused": [_refusal(r) for r in error.refused]}) from None
+    if written:
+        plane.metrics.changes.labels(kind=CONFIG, operation="set").inc(len(written))
+    return {"written": written, "refused": [_refusal(r) for r in refused]}
 
 
 @router.get("", response_model=list[ItemPublic], summary="List config items")

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -31,6 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 from api.config import flags
 from api.config.keyring import Keyring
 from api.db import GLOBAL, config_events, config_items, config_versions
+from prioritymax.files import AppendLog
 
 MASK = "********"
 MAX_VALUE_BYTES = 64 * 1024
@@ -149,7 +149,7 @@ class ConfigService:
         self.engine = engine
         self.keyring = keyring
         self.audit_path = Path(audit_path)
-        self._audit = _AuditLog(self.audit_path)
+        self._audit = AppendLog(self.audit_path)
         #: The writes waiting for the next group commit, and the event loop they wait on.
         self._group: tuple[asyncio.AbstractEventLoop, list] | None = None
         self.snapshot: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -756,42 +756,6 @@ class _SqliteWrites:
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (v["type"], v["kind"], v["key"], v["tenant"], v["version"], json.dumps(v["payload"]), v["at"]))
         return self.cursor.lastrowid
-
-
-class _AuditLog:
-    """The audit file, kept open in append mode: one ``write()`` per line (``O_APPEND``, so lines
-    of several processes do not interleave), instead of mkdir + open + close per change. Reopened
-    when the path no longer names the open file (rotated or removed)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-        self._identity: tuple[int, int] | None = None
-        self._lock = threading.Lock()
-
-    def append(self, record: dict[str, Any]) -> None:
-        data = (json.dumps(record, default=str, sort_keys=True) + "\n").encode("utf-8")
-        with self._lock:
-            fd = self._open()
-            while data:
-                data = data[os.write(fd, data):]
-
-    def _open(self) -> int:
-        try:
-            status = os.stat(self.path)
-            identity: tuple[int, int] | None = (status.st_dev, status.st_ino)
-        except FileNotFoundError:
-            identity = None
-        if self._fd is not None and identity == self._identity:
-            return self._fd
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        status = os.fstat(self._fd)
-        self._identity = (status.st_dev, status.st_ino)
-        return self._fd
 
 
 class _Row:

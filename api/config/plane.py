@@ -14,8 +14,6 @@ import logging
 import time
 from typing import Any
 
-import httpx
-
 from api.config.fanout import Fanout
 from api.config.hub import Hub
 from api.config.keyring import Keyring
@@ -23,6 +21,7 @@ from api.config.metrics import ConfigMetrics
 from api.config.service import ConfigService
 from api.db import engine_for
 from api.security import Role, ensure_admin_token, role_of
+from prioritymax.alerts import post_slack_async
 from prioritymax.settings import Settings, get_settings
 
 log = logging.getLogger("api.config")
@@ -126,15 +125,7 @@ class ControlPlane:
     # ----------------------------------------------------------------------------- alerts
     async def alert(self, text: str) -> None:
         """Post to Slack when SLACK_WEBHOOK_URL is set; failures are logged, never raised."""
-        if not self.settings.slack_webhook_url:
-            return
-        try:
-            async with httpx.AsyncClient(timeout=5.0) as client:
-                response = await client.post(self.settings.slack_webhook_url.get_secret_value(),
-                                             json={"text": f"[prioritymax config] {text}"})
-                response.raise_for_status()
-        except httpx.HTTPError as error:
-            log.warning("slack alert failed: %s", error)
+        await post_slack_async(text, source="config", settings=self.settings)
 
     def status(self) -> dict[str, Any]:
         return {"ok": True, "uptime_seconds": int(time.time() - self.started_at),

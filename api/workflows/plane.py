@@ -15,8 +15,6 @@ import logging
 import time
 from typing import Any
 
-import httpx
-
 from api.config.fanout import Fanout
 from api.config.hub import Hub
 from api.workflows.feed import EventFeed
@@ -26,6 +24,7 @@ from orchestration.workflows.runtime import WorkflowRecorder
 from orchestration.workflows.spec import WorkflowSpec
 from orchestration.workflows.store import FINISHED, WorkflowStore
 from orchestration.workflows.tracing import from_settings as tracing_from_settings
+from prioritymax.alerts import post_slack_async
 from prioritymax.files import append_jsonl
 from prioritymax.settings import Settings, get_settings
 
@@ -188,15 +187,7 @@ class WorkflowsPlane:
 
     async def alert(self, text: str) -> None:
         """Post to Slack when SLACK_WEBHOOK_URL is set; failures are logged, never raised."""
-        if not self.settings.slack_webhook_url:
-            return
-        try:
-            async with httpx.AsyncClient(timeout=5.0) as client:
-                response = await client.post(self.settings.slack_webhook_url.get_secret_value(),
-                                             json={"text": f"[prioritymax workflows] {text}"})
-                response.raise_for_status()
-        except httpx.HTTPError as error:
-            log.warning("slack alert failed: %s", error)
+        await post_slack_async(text, source="workflows", settings=self.settings)
 
     def health(self) -> dict[str, Any]:
         return {"ok": True, "uptime_seconds": int(time.time() - self.started_at),

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "predictor"
 EXPERIMENT = "predictor"
+SKLEARN_TREE = "sklearn.tree._tree.Tree"
 
 
 def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -60,7 +61,13 @@ def log_to_mlflow(
         for step, value in enumerate(curve):
             mlflow.log_metric("valid_rmse", value, step=step)
         mlflow.log_metrics(flat_metrics(result))
-        log_model = mlflow.lightgbm.log_model if model.kind == "lgbm" else mlflow.sklearn.log_model
+        if model.kind == "lgbm":
+            log_model, flavor = mlflow.lightgbm.log_model, {}
+        else:
+            # MLflow saves scikit-learn models with skops, which refuses a forest's tree type
+            # unless it is trusted: this forest was trained here, a moment ago.
+            log_model, flavor = mlflow.sklearn.log_model, {"skops_trusted_types": [SKLEARN_TREE]}
+            requirements.append(f"skops=={importlib_metadata.version('skops')}")
         info = log_model(
             model.estimator,
             name="model",
@@ -68,6 +75,7 @@ def log_to_mlflow(
             input_example=inputs.head(5),
             pip_requirements=requirements,
             registered_model_name=MODEL_NAME,
+            **flavor,
         )
         mlflow.log_artifact(str(ckpt), "checkpoint")
         mlflow.log_artifact(str(PredictorModel.metadata_path(ckpt)), "checkpoint")

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     #: examples). Unset: such a request gets 401. Never admin.
     anonymous_role: Literal["viewer", "operator"] | None = Field(
         None, validation_alias=_env("PRIORITYMAX_ANONYMOUS_ROLE"))
+    #: Where Dagster's promotions publish ``predictor.model_version`` / ``autoscaler.policy_version``
+    #: (``orchestration/resources.py``), and the operator token they use (unset: the admin token).
+    api_url: str = Field("http://127.0.0.1:8000", validation_alias=_env("PRIORITYMAX_API_URL"))
+    api_token: SecretStr | None = Field(None, validation_alias=_env("PRIORITYMAX_API_TOKEN"))
     workflows_meta_dir_override: Path | None = Field(
         None, validation_alias=_env("WORKFLOWS_META_DIR")
     )

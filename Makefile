@@ -1,5 +1,6 @@
 # Two commands for a fresh machine (see README):
-#   make up    set up .venv if needed, run the main job on embedded defaults, then serve the API
+#   make up    set up .venv if needed, run the simulator demo, then `pmx up`: the API, the Dagster UI and
+#              daemon, and the full pipeline once, on embedded defaults (Ctrl-C stops everything)
 #   make test  the same setup, then the test suite
 # Setup is idempotent: it reinstalls only when pyproject.toml or constraints.txt changed (a stamp
 # of their hash).
@@ -28,7 +29,7 @@ setup:
 
 up: setup
 	$(BIN)/pmx demo
-	$(BIN)/pmx api
+	$(BIN)/pmx up
 
 test: setup
 	$(BIN)/python -m pytest

@@ -14,12 +14,13 @@ from api.cli import serve_api, tokens
 from ml.cli import TrainerGroup, demo, run, sim, trainer
 from ml.models_cli import models
 from prioritymax.settings import get_settings
+from prioritymax.up import up_command
 
 
 @click.group(cls=TrainerGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="prioritymax-workbench")
 def cli() -> None:
-    """PriorityMax Workbench: simulator, trainers, registry, control plane."""
+    """PriorityMax Workbench: simulator, trainers, registry, control plane, orchestration."""
 
 
 @cli.command("settings")
@@ -33,6 +34,7 @@ cli.add_command(sim)
 cli.add_command(models)
 cli.add_command(serve_api)
 cli.add_command(tokens)
+cli.add_command(up_command)
 for _name, _command in trainer.commands.items():
     cli.add_command(_command, _name)
 

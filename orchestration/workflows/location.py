@@ -5,6 +5,10 @@ store as its ``workflow`` resource, so a run launched from the Dagster UI or ``d
 is recorded like one started by the API (its events reach the API's WebSocket, replay and run
 routes). Variables come from the launchpad: ``ops: {<start node>: {config: {variables: {...}}}}``.
 A workflow that no longer compiles is left out with a warning; it never breaks the location.
+
+Such a run has no API runner to record its end, so :data:`workflow_runs_sensor` (the daemon runs
+it) closes the record once Dagster says the run finished: run_completed, run_failed or
+run_cancelled, like the API's runner would.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import dagster as dg
 
 from orchestration.workflows.runner import WorkflowRunner
 from orchestration.workflows.runtime import WorkflowRecorder
-from orchestration.workflows.store import WorkflowStore
+from orchestration.workflows.store import PENDING, RUNNING, WorkflowStore
 from prioritymax.settings import get_settings
 
 log = logging.getLogger("orchestration.workflows")
@@ -36,3 +40,34 @@ def workflow_jobs() -> list[dg.JobDefinition]:
         resource = dg.ResourceDefinition.hardcoded_resource(recorder)
         jobs.append(job.with_top_level_resources({"workflow": resource}))
     return jobs
+
+
+#: Dagster's final run statuses -> the run event that closes a workflow run record.
+_END_EVENTS = {dg.DagsterRunStatus.SUCCESS: "run_completed", dg.DagsterRunStatus.FAILURE: "run_failed",
+               dg.DagsterRunStatus.CANCELED: "run_cancelled"}
+
+
+@dg.sensor(minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Closes the records of workflow runs launched from Dagster once they finish.")
+def workflow_runs_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    settings = get_settings()
+    store = WorkflowStore.from_settings(settings)
+    recorder = WorkflowRecorder(store, settings)
+    closed = 0
+    for status in (PENDING, RUNNING):
+        for run in store.runs(status=status, limit=1000):
+            if run["actor"] != "dagster":  # the API's runner records the end of its own runs
+                continue
+            dagster_run = context.instance.get_run_by_id(run["run_id"])
+            kind = _END_EVENTS.get(dagster_run.status) if dagster_run is not None else None
+            if kind is None:
+                continue
+            event = {"type": kind, "run_id": run["run_id"], "workflow_id": run["workflow_id"],
+                     "version": run["version"], "job_name": run["job_name"]}
+            if kind == "run_failed":
+                event["error"] = (store.last_failure(run["run_id"])
+                                  or "the Dagster run failed (see its logs in the Dagster UI)")
+            recorder.emit(event)
+            closed += 1
+    return dg.SkipReason(f"closed {closed} workflow run record(s)" if closed else "no workflow run to close")
+

@@ -22,6 +22,7 @@ from typing import Any
 
 import dagster as dg
 
+from orchestration.instance import ensure_dagster_home
 from orchestration.workflows.compile import compile_workflow, job_name
 from orchestration.workflows.runtime import WorkflowRecorder
 from orchestration.workflows.spec import TaskTemplate, WorkflowSpec
@@ -37,13 +38,8 @@ QUIET = {"console": {"config": {"log_level": "CRITICAL"}}}
 
 def dagster_instance(settings) -> dg.DagsterInstance:
     """The persistent instance in DAGSTER_HOME (the data home's ``dagster/``)."""
-    home = settings.dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        # Dagster's telemetry appends to ~/.dagster/logs on every step (measured: 15% of a run of
-        # no-op nodes) and has nowhere to send it here.
-        config.write_text("telemetry:\n  enabled: false\n")
+    # dagster.yaml: telemetry off, the run queue, run monitoring, no python_logs (instance.py).
+    home = ensure_dagster_home(settings)
     instance = dg.DagsterInstance.from_config(str(home))
     if not instance.get_python_log_dagster_handler_config():
         # Once dagster.yaml holds any setting, Dagster calls logging.config.dictConfig at the start
@@ -202,11 +198,8 @@ class WorkflowRunner:
                            error=self._failure(run_id))
 
     def _failure(self, run_id: str) -> str:
-        """The run's error: the last node failure its events recorded."""
-        for event in reversed(self.store.run_events(run_id)):
-            if event["type"] == "node_end" and event.get("status") == "FAILED":
-                return f"node {event['node_id']} failed: {event.get('error')}"
-        return "the run failed before any node ran (see the Dagster run's logs)"
+        return (self.store.last_failure(run_id)
+                or "the run failed before any node ran (see the Dagster run's logs)")
 
     def shutdown(self) -> None:
         for run_id in list(self.futures):

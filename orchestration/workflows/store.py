@@ -326,6 +326,13 @@ class WorkflowStore:
         self._audit.append(event)
         return seq
 
+    def last_failure(self, run_id: str) -> str | None:
+        """A failed run's error: the last node failure its events recorded."""
+        for event in reversed(self.run_events(run_id)):
+            if event["type"] == "node_end" and event.get("status") == FAILED:
+                return f"node {event['node_id']} failed: {event.get('error')}"
+        return None
+
     def latest_seq(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(select(func.max(workflow_events.c.seq))).scalar() or 0

@@ -1,0 +1,459 @@
+"""``pmx up``: every long-running face of the workbench under one small supervisor.
+
+It lays out the data home, checks that every port is free (nothing starts otherwise), writes
+DAGSTER_HOME's ``dagster.yaml`` when missing and creates the instance's storages (once, before any
+Dagster process starts), starts each service in :data:`SERVICES` as a child process, waits until
+each answers, prints where everything is, launches ``full_pipeline_job`` once through ``dagster job
+launch`` (so the run goes through the queue and shows in the UI), and then waits, reporting how that
+run ends.
+
+- Each child runs in its own process group, so a terminal's Ctrl-C reaches only the supervisor,
+  which then stops the children: SIGTERM to each group, last started first (a group holds a service
+  and what it spawned: Dagster's code servers and run workers, so a run in progress ends FAILURE
+  rather than stuck STARTED), up to :data:`STOP_GRACE_SECONDS` for all of them to exit, then SIGKILL
+  for whatever is left. Ctrl-C or SIGTERM exits 0.
+- The supervisor handles SIGINT and SIGTERM itself before it starts anything, and a handled signal
+  reverts to the default in an exec'd child; so the children stop on SIGINT and SIGTERM even when
+  ``pmx up`` was started with SIGINT ignored (a background job of a non-interactive shell, where
+  ``dagster dev`` would survive SIGTERM: ../shared/STACK.md).
+- A child that exits on its own is reported by name with the end of its log; the others are
+  stopped and ``pmx up`` exits 1.
+- Children write to ``<home>/logs/up/<service>.log`` (each start begins a fresh file).
+
+Adding a service (the dashboard, the autoscaler worker) is one :class:`Service` line in
+:data:`SERVICES`; a service with a ``port_flag`` gets that command-line option by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from prioritymax.settings import REPO_ROOT, Settings, get_settings
+
+WORKSPACE = REPO_ROOT / "workspace.yaml"
+PIPELINE_JOB = "full_pipeline_job"
+START_TIMEOUT_SECONDS = 300
+STOP_GRACE_SECONDS = 10.0
+LAUNCH_TIMEOUT_SECONDS = 300
+POLL_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class Service:
+    """One child process of ``pmx up``.
+
+    ``argv`` items are formatted with ``{python}`` (this interpreter), ``{bin}`` (its scripts
+    folder), ``{host}``, ``{port}`` and ``{workspace}``. ``ready_path`` is an HTTP path that answers
+    2xx once the service is up; ``ready`` a custom check instead (called with the :class:`Supervisor`
+    and the child's start time). ``group`` lets a flag leave services out (``--no-dagster``).
+    """
+
+    name: str
+    title: str
+    argv: tuple[str, ...]
+    port_flag: str | None = None
+    default_port: int | None = None
+    ready_path: str | None = None
+    url_path: str = ""
+    note: str = ""
+    group: str = "core"
+    ready: Callable[[Supervisor, float], bool] | None = None
+
+    @property
+    def port_param(self) -> str | None:
+        return self.port_flag.lstrip("-").replace("-", "_") if self.port_flag else None
+
+
+def dagster_daemon_ready(supervisor: Supervisor, started: float) -> bool:
+    """The daemon is up once each of its required daemons has a heartbeat since it started."""
+    heartbeats = supervisor.instance.get_daemon_heartbeats()
+    required = supervisor.instance.get_required_daemon_types()
+    return all(kind in heartbeats and heartbeats[kind].timestamp >= started - 1 for kind in required)
+
+
+#: What ``pmx up`` runs, in start order (stopped in reverse). One line per service.
+SERVICES: list[Service] = [
+    Service("api", "API",
+            ("{python}", "-m", "uvicorn", "api.main:app", "--host", "{host}", "--port", "{port}"),
+            port_flag="--api-port", default_port=8000, ready_path="/config/health", url_path="/docs",
+            note="config control plane and workflows; health: /config/health"),
+    Service("dagster-webserver", "Dagster UI",
+            ("{bin}/dagster-webserver", "-w", "{workspace}", "-h", "{host}", "-p", "{port}"),
+            port_flag="--dagster-port", default_port=3000, ready_path="/server_info", group="dagster"),
+    Service("dagster-daemon", "Dagster daemon", ("{bin}/dagster-daemon", "run", "-w", "{workspace}"),
+            note="schedules, sensors, the run queue", group="dagster", ready=dagster_daemon_ready),
+    # Service("dashboard", "Dashboard", ("{python}", "-m", "streamlit", "run", "dashboard/app.py",
+    #         "--server.address", "{host}", "--server.port", "{port}", "--server.headless", "true"),
+    #         port_flag="--dashboard-port", default_port=8501, ready_path="/_stcore/health"),
+]
+
+
+class Stop(Exception):
+    """Raised inside the supervisor when it must stop: a signal, or a child that died."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+@dataclass
+class Child:
+    service: Service
+    process: subprocess.Popen
+    log_path: Path
+    started: float
+    port: int | None
+    ready: bool = False
+
+
+@dataclass
+class Supervisor:
+    settings: Settings
+    host: str
+    ports: dict[str, int]
+    services: list[Service]
+    children: list[Child] = field(default_factory=list)
+    transient: list[subprocess.Popen] = field(default_factory=list)
+    stop_signal: int | None = None
+    _instance: Any = None
+
+    # ------------------------------------------------------------------------ environment
+    @property
+    def log_dir(self) -> Path:
+        return self.settings.logs_dir / "up"
+
+    @property
+    def env(self) -> dict[str, str]:
+        # The children must agree with this process on the data home whatever their working folder,
+        # and Dagster's runs publish promotions to the API started here (unless told otherwise).
+        env = {**os.environ, "PRIORITYMAX_HOME": str(self.settings.home),
+               "DAGSTER_HOME": str(self.settings.dagster_home)}
+        api = next((s for s in self.services if s.name == "api"), None)
+        if api is not None and "PRIORITYMAX_API_URL" not in os.environ:
+            env["PRIORITYMAX_API_URL"] = self.probe_url(self.ports[api.port_param], "")
+        return env
+
+    @property
+    def instance(self):
+        if self._instance is None:
+            import dagster as dg
+
+            self._instance = dg.DagsterInstance.from_config(str(self.settings.dagster_home))
+        return self._instance
+
+    def url(self, port: int, path: str = "") -> str:
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        return f"http://{host}:{port}{path}"
+
+    def probe_url(self, port: int, path: str) -> str:
+        wildcard = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
+        host = wildcard.get(self.host, self.host)
+        return f"http://{host if ':' not in host else f'[{host}]'}:{port}{path}"
+
+    def say(self, message: str) -> None:
+        click.echo(message, err=True)
+
+    # ------------------------------------------------------------------------ ports
+    def taken_ports(self) -> list[str]:
+        """A message for each port that is in use (or given to two services)."""
+        problems, seen = [], {}
+        for service in self.services:
+            if service.port_param is None:
+                continue
+            port = self.ports[service.port_param]
+            if port in seen:
+                problems.append(f"port {port} is given to both {seen[port].title} and {service.title}; "
+                                f"pass {service.port_flag} PORT with another port")
+                continue
+            seen[port] = service
+            reason = bind_problem(self.host, port)
+            if reason is not None:
+                problems.append(f"port {port} on {self.host} ({service.title}) {reason}; "
+                                f"stop what uses it or pass {service.port_flag} PORT"
+                                if reason == IN_USE else
+                                f"cannot listen on {self.host}:{port} ({service.title}): {reason}")
+        return problems
+
+    # ------------------------------------------------------------------------ children
+    def spawn(self, argv: list[str], log_path: Path) -> subprocess.Popen:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("wb") as log:
+            return subprocess.Popen(argv, cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT, process_group=0)
+
+    def start(self, service: Service) -> Child:
+        port = self.ports.get(service.port_param) if service.port_param else None
+        fields = {"python": sys.executable, "bin": str(Path(sys.executable).parent), "host": self.host,
+                  "port": str(port), "workspace": str(WORKSPACE)}
+        argv = [part.format(**fields) for part in service.argv]
+        log_path = self.log_dir / f"{service.name}.log"
+        started = time.time()
+        child = Child(service, self.spawn(argv, log_path), log_path, started, port)
+        self.children.append(child)
+        self.say(f"started {service.name} (pid {child.process.pid}), log: {log_path}")
+        return child
+
+    def is_ready(self, child: Child) -> bool:
+        if child.service.ready is not None:
+            try:
+                return child.service.ready(self, child.started)
+            except Exception:  # the instance may be mid-creation by the child
+                return False
+        if child.service.ready_path is None or child.port is None:
+            return True
+        return http_ok(self.probe_url(child.port, child.service.ready_path))
+
+    def check(self) -> None:
+        """Raise :class:`Stop` on a signal or when a child has exited on its own."""
+        if self.stop_signal is not None:
+            self.say(f"{signal.Signals(self.stop_signal).name}: stopping")
+            raise Stop(0)
+        for child in self.children:
+            code = child.process.poll()
+            if code is not None:
+                self.say(f"{child.service.name} exited on its own (exit status {code}); stopping the rest. "
+                         f"The end of its log ({child.log_path}):\n{tail(child.log_path)}")
+                raise Stop(1)
+
+    def sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            self.check()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(POLL_SECONDS, left))
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while True:
+            waiting = [child for child in self.children if not child.ready]
+            for child in waiting:
+                child.ready = self.is_ready(child)
+                if child.ready:
+                    self.say(f"{child.service.name} is ready ({time.time() - child.started:.1f} s)")
+            if all(child.ready for child in self.children):
+                return
+            if time.monotonic() > deadline:
+                late = [child for child in self.children if not child.ready]
+                self.say("; ".join(f"{child.service.name} did not answer within {START_TIMEOUT_SECONDS} s "
+                                   f"(log: {child.log_path})" for child in late))
+                raise Stop(1)
+            self.sleep(0.5)
+
+    def stop_all(self) -> None:
+        """SIGTERM every child's process group (last started first), wait, SIGKILL what is left."""
+        groups = [process.pid for process in self.transient] + \
+                 [child.process.pid for child in reversed(self.children)]
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        processes = self.transient + [child.process for child in self.children]
+        while time.monotonic() < deadline:
+            for process in processes:
+                process.poll()  # reap our own children
+            if not any(group_alive(group) for group in groups):
+                break
+            time.sleep(POLL_SECONDS)
+        for group in groups:
+            if group_alive(group):
+                self.say(f"process group {group} did not stop within {STOP_GRACE_SECONDS:.0f} s: SIGKILL")
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(group, signal.SIGKILL)
+        for process in processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=STOP_GRACE_SECONDS)
+
+    # ------------------------------------------------------------------------ the pipeline
+    def launch_pipeline(self) -> str | None:
+        """``dagster job launch`` the full pipeline once (through the queue); its run id, or None."""
+        run_id = str(uuid.uuid4())
+        argv = [str(Path(sys.executable).parent / "dagster"), "job", "launch", "-j", PIPELINE_JOB,
+                "-w", str(WORKSPACE), "--run-id", run_id]
+        log_path = self.log_dir / "pipeline-launch.log"
+        process = self.spawn(argv, log_path)
+        self.transient.append(process)
+        deadline = time.monotonic() + LAUNCH_TIMEOUT_SECONDS
+        while process.poll() is None and time.monotonic() < deadline:
+            self.sleep(0.5)
+        if process.poll() is None:
+            self.say(f"dagster job launch did not finish within {LAUNCH_TIMEOUT_SECONDS} s (log: {log_path})")
+            os.killpg(process.pid, signal.SIGKILL)
+        self.transient.remove(process)
+        process.wait()
+        if process.returncode != 0:
+            self.say(f"could not launch {PIPELINE_JOB} (exit status {process.returncode}); the services "
+                     f"keep running. The end of {log_path}:\n{tail(log_path)}")
+            return None
+        return run_id
+
+    def run_status(self, run_id: str) -> str | None:
+        try:
+            run = self.instance.get_run_by_id(run_id)
+        except Exception:
+            return None
+        return run.status.value if run is not None else None
+
+    # ------------------------------------------------------------------------ the whole
+    def serve(self, pipeline: bool) -> int:
+        for service in self.services:
+            self.start(service)
+        self.wait_ready()
+        self.banner()
+        run_id = None
+        if pipeline and any(s.name == "dagster-daemon" for s in self.services):
+            run_id = self.launch_pipeline()
+            if run_id is not None:
+                web = next((c.port for c in self.children if c.service.name == "dagster-webserver"), None)
+                where = f": {self.url(web, f'/runs/{run_id}')}" if web else ""
+                self.say(f"launched {PIPELINE_JOB}, run {run_id}{where}")
+        finished = run_id is None
+        while True:
+            self.sleep(2.0)
+            if not finished:
+                status = self.run_status(run_id)
+                if status in {"SUCCESS", "FAILURE", "CANCELED"}:
+                    self.say(f"{PIPELINE_JOB} run {run_id}: {status}")
+                    finished = True
+
+    def banner(self) -> None:
+        lines = ["PriorityMax Workbench is up (Ctrl-C stops everything):"]
+        for child in self.children:
+            where = self.url(child.port, child.service.url_path) if child.port is not None else "running"
+            note = f"  ({child.service.note})" if child.service.note else ""
+            lines.append(f"  {child.service.title:<16}{where}{note}")
+        token = ("$PRIORITYMAX_ADMIN_TOKEN" if self.settings.admin_token
+                 else str(self.settings.secrets_dir / "admin.token"))
+        lines.append(f"  {'admin token':<16}{token}")
+        if any(child.service.group == "dagster" for child in self.children):
+            lines.append(f"  {'DAGSTER_HOME':<16}{self.settings.dagster_home}")
+        lines.append(f"  {'logs':<16}{self.log_dir}/")
+        self.say("\n".join(lines))
+
+    def handle_signal(self, signum: int, _frame) -> None:
+        self.stop_signal = signum
+
+
+IN_USE = "is already in use"
+
+
+def bind_problem(host: str, port: int) -> str | None:
+    """Why a server could not listen on host:port now (None: it could). Binds as servers do, with
+    SO_REUSEADDR, so a port in TIME_WAIT counts as free and one with a listener as taken."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as error:
+        return IN_USE if error.errno == errno.EADDRINUSE else (error.strerror or str(error))
+    return None
+
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with _NO_PROXY.open(url, timeout=2.0) as response:
+            return 200 <= response.status < 300
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group is still running (zombies waiting to be reaped do not count)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+def up(host: str, ports: dict[str, int], pipeline: bool, dagster: bool) -> int:
+    """Run the supervisor; returns the exit status."""
+    from orchestration.instance import ensure_dagster_home, initialize_dagster_home
+
+    settings = get_settings().layout_home()
+    services = [s for s in SERVICES if dagster or s.group != "dagster"]
+    supervisor = Supervisor(settings, host, ports, services)
+    problems = supervisor.taken_ports()
+    if problems:
+        for problem in problems:
+            supervisor.say(f"Error: {problem}")
+        return 1
+    if dagster:
+        supervisor.say("preparing the Dagster instance in " + str(settings.dagster_home))
+        initialize_dagster_home(settings)
+    else:
+        ensure_dagster_home(settings)
+    # Handled (not ignored) before any child exists: an exec'd child starts with both at the default.
+    previous = {signum: signal.signal(signum, supervisor.handle_signal)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return supervisor.serve(pipeline and dagster)
+    except Stop as stop:
+        return stop.code
+    finally:
+        supervisor.stop_all()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if supervisor.children:
+            supervisor.say("stopped: " + ", ".join(child.service.name for child in supervisor.children))
+
+
+def _port_options(command: Callable) -> Callable:
+    for service in reversed(SERVICES):
+        if service.port_flag:
+            command = click.option(service.port_flag, service.port_param, default=service.default_port,
+                                   show_default=True, type=click.IntRange(1, 65535),
+                                   help=f"port of the {service.title}")(command)
+    return command
+
+
+@click.command("up")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address every service listens on")
+@_port_options
+@click.option("--no-pipeline", is_flag=True, help=f"do not launch {PIPELINE_JOB} once everything is up")
+@click.option("--no-dagster", is_flag=True, help="leave the Dagster webserver and daemon out")
+def up_command(host: str, no_pipeline: bool, no_dagster: bool, **ports: int) -> None:
+    """Start the API, the Dagster UI and daemon; launch the full pipeline once; Ctrl-C stops all."""
+    code = up(host, ports, pipeline=not no_pipeline, dagster=not no_dagster)
+    if code:
+        sys.exit(code)  # (click.exceptions.Exit is returned, not raised, under standalone_mode=False)

@@ -1,0 +1,124 @@
+"""``pmx up`` for real: it starts the API, the Dagster webserver and daemon, says where they are,
+and stops every child on Ctrl-C; a taken port stops it before anything starts."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from prioritymax.settings import REPO_ROOT
+from prioritymax.up import group_alive
+from tests.api.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def pmx_up(home: Path, *args: str) -> tuple[subprocess.Popen, Path]:
+    """``pmx up`` in its own process group, as a shell starts a foreground job; output to a file."""
+    env = {**os.environ, "PRIORITYMAX_HOME": str(home)}
+    for name in ("DAGSTER_HOME", "MLFLOW_TRACKING_URI", "PRIORITYMAX_ADMIN_TOKEN"):
+        env.pop(name, None)
+    home.mkdir(parents=True, exist_ok=True)
+    output = home.parent / f"{home.name}-up.out"
+    with output.open("wb") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "prioritymax.cli", "up", *args], cwd=REPO_ROOT,
+                                   env=env, stdout=sink, stderr=subprocess.STDOUT, process_group=0)
+    return process, output
+
+
+def processes_on(home: Path) -> list[int]:
+    """Processes (not zombies) whose environment names this data home."""
+    marker = f"PRIORITYMAX_HOME={home}\0".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        pid = int(environ.parent.name)
+        try:
+            if pid != os.getpid() and marker in environ.read_bytes() and \
+                    (environ.parent / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def test_up_serves_the_api_and_dagster_and_ctrl_c_stops_every_child(tmp_path):
+    home = tmp_path / "up-home"
+    api_port, dagster_port = free_port(), free_port()
+    process, output = pmx_up(home, "--no-pipeline", "--api-port", str(api_port),
+                             "--dagster-port", str(dagster_port))
+    try:
+        deadline = time.monotonic() + 300
+        while "is up" not in output.read_text():
+            assert process.poll() is None, output.read_text()
+            assert time.monotonic() < deadline, output.read_text()
+            time.sleep(0.5)
+        text = output.read_text()
+        assert f"http://127.0.0.1:{api_port}/docs" in text
+        assert f"http://127.0.0.1:{dagster_port}" in text
+        assert str(home / "secrets" / "admin.token") in text
+        children = {name: int(pid) for name, pid in re.findall(r"started (\S+) \(pid (\d+)\)", text)}
+        assert set(children) == {"api", "dagster-webserver", "dagster-daemon"}
+
+        assert httpx.get(f"http://127.0.0.1:{api_port}/config/health", timeout=10).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{dagster_port}/server_info", timeout=10).status_code == 200
+        assert (home / "secrets" / "admin.token").exists()
+        assert (home / "dagster" / "dagster.yaml").exists()
+
+        os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does to a foreground job
+        assert process.wait(timeout=60) == 0, output.read_text()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    text = output.read_text()
+    assert "stopped: api, dagster-webserver, dagster-daemon" in text
+    assert not [name for name, pid in children.items() if group_alive(pid)], text
+    assert processes_on(home) == []
+
+
+def test_up_refuses_a_taken_port_and_starts_nothing(tmp_path):
+    home = tmp_path / "up-home"
+    api_port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        dagster_port = taken.getsockname()[1]
+        process, output = pmx_up(home, "--api-port", str(api_port), "--dagster-port", str(dagster_port))
+        assert process.wait(timeout=120) == 1
+    text = output.read_text()
+    assert f"port {dagster_port} on 127.0.0.1 (Dagster UI) is already in use" in text
+    assert "--dagster-port" in text
+    assert "started" not in text
+    assert processes_on(home) == []
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", api_port)) != 0
+
+
+def test_up_names_a_service_that_dies_and_exits_1(tmp_path):
+    home = tmp_path / "up-home"
+    process, output = pmx_up(home, "--no-dagster", "--api-port", str(free_port()))
+    try:
+        deadline = time.monotonic() + 300
+        while "is up" not in output.read_text():
+            assert process.poll() is None, output.read_text()
+            assert time.monotonic() < deadline, output.read_text()
+            time.sleep(0.5)
+        text = output.read_text()
+        children = dict(re.findall(r"started (\S+) \(pid (\d+)\)", text))
+        assert list(children) == ["api"] and "Dagster" not in text
+        api = int(children["api"])
+        os.killpg(api, signal.SIGKILL)
+        assert process.wait(timeout=60) == 1, output.read_text()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert "api exited on its own (exit status -9)" in output.read_text()
+    assert processes_on(home) == []

@@ -9,7 +9,6 @@ the seed's ``app.include_router(config.router)`` gets one on its first request, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -21,6 +20,7 @@ from api.config.metrics import ConfigMetrics
 from api.config.service import ConfigService
 from api.db import engine_for
 from api.security import Role, ensure_admin_token, role_of
+from api.tasks import BackgroundTasks
 from prioritymax.alerts import post_slack_async
 from prioritymax.settings import Settings, get_settings
 
@@ -49,7 +49,7 @@ class ControlPlane:
             self.service.on_commit.append(self.fanout.poke)
         self.started_at = time.time()
         self.last_verification: dict[str, Any] | None = None
-        self._tasks: dict[str, asyncio.Task] = {}
+        self.tasks = BackgroundTasks("config")
         self._tokens: dict[str, tuple[float, tuple[Role, str] | None]] = {}
         admin = self.settings.admin_token.get_secret_value() if self.settings.admin_token else None
         if ensure_admin_token(self.engine, self.settings.secrets_dir, admin) and not admin:
@@ -73,11 +73,7 @@ class ControlPlane:
     # ------------------------------------------------------------------------------ loops
     def start_loop(self, name: str, coroutine_factory) -> bool:
         """Start a named background task once; False when it already runs."""
-        task = self._tasks.get(name)
-        if task is not None and not task.done():
-            return False
-        self._tasks[name] = asyncio.get_running_loop().create_task(coroutine_factory(), name=name)
-        return True
+        return self.tasks.start(name, coroutine_factory)
 
     def start_background(self) -> bool:
         """Verification every 5 minutes, the poll for other replicas' changes and, with
@@ -93,12 +89,7 @@ class ControlPlane:
         return self.start_loop("metrics", self._metrics_forever)
 
     async def stop(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-        for task in self._tasks.values():
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        await self.tasks.stop()
 
     async def _verify_forever(self) -> None:
         while True:

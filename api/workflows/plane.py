@@ -17,6 +17,7 @@ from typing import Any
 
 from api.config.fanout import Fanout
 from api.config.hub import Hub
+from api.tasks import BackgroundTasks
 from api.workflows.feed import EventFeed
 from api.workflows.metrics import WorkflowMetrics
 from orchestration.workflows.runner import WorkflowRunner
@@ -49,7 +50,7 @@ class WorkflowsPlane:
         self.started_at = time.time()
         self.last_maintenance: dict[str, Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: dict[str, asyncio.Task] = {}
+        self.tasks = BackgroundTasks("workflows")
         self.recorder.hooks.extend([self.metrics.on_event, self._trace, self._announce])
         self.metrics.runs_active.set_function(self.store.count_active)
 
@@ -86,25 +87,15 @@ class WorkflowsPlane:
     def start(self) -> None:
         """Start the push, poll, fan-out and maintenance tasks on the running loop (idempotent)."""
         self._loop = asyncio.get_running_loop()
-        if "warm" not in self._tasks:  # open the Dagster instance now, not on the first run
-            self._tasks["warm"] = self._loop.create_task(asyncio.to_thread(lambda: self.runner.instance))
-        self._start_task("poll", lambda: self.hub.poll_forever(POLL_EVERY_S))
-        self._start_task("maintenance", self._maintain_forever)
+        # Open the Dagster instance now, not on the first run.
+        self.tasks.start("warm", lambda: asyncio.to_thread(lambda: self.runner.instance))
+        self.tasks.start("poll", lambda: self.hub.poll_forever(POLL_EVERY_S))
+        self.tasks.start("maintenance", self._maintain_forever)
         if self.fanout is not None:
-            self._start_task("fanout", self.fanout.run)
-
-    def _start_task(self, name: str, factory) -> None:
-        task = self._tasks.get(name)
-        if task is None or task.done():
-            self._tasks[name] = asyncio.get_running_loop().create_task(factory(), name=f"workflows-{name}")
+            self.tasks.start("fanout", self.fanout.run)
 
     async def stop(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-        for task in self._tasks.values():
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        await self.tasks.stop()
         await asyncio.to_thread(self.runner.shutdown)
         self.tracing.shutdown()
         self._loop = None

@@ -93,16 +93,16 @@ def replicas(postgres, redis_service, tmp_path_factory):
         assert "Traceback" not in output, output
 
 
-def wait_for_subscribers(url: str, count: int, timeout: float = 30) -> None:
-    """Until ``count`` replicas listen on the channel (each subscribes once it has started)."""
+def wait_for_subscribers(url: str, count: int, timeout: float = 30, channel: str = CHANNEL) -> None:
+    """Until ``count`` replicas listen on ``channel`` (each subscribes once it has started)."""
     deadline = time.monotonic() + timeout
     with redis.Redis.from_url(url, socket_timeout=2) as client:
         while time.monotonic() < deadline:
             with contextlib.suppress(redis.RedisError):  # Redis may still be starting
-                if dict(client.pubsub_numsub(CHANNEL)).get(CHANNEL.encode(), 0) >= count:
+                if dict(client.pubsub_numsub(channel)).get(channel.encode(), 0) >= count:
                     return
             time.sleep(0.05)
-    raise AssertionError(f"fewer than {count} replicas subscribed to {CHANNEL} within {timeout} s")
+    raise AssertionError(f"fewer than {count} replicas subscribed to {channel} within {timeout} s")
 
 
 class Listener:

@@ -39,7 +39,7 @@ SEED_APP = textwrap.dedent('''
     @app.get("/seed/loops")
     async def loops():
         plane = app.state.control_plane
-        return {**calls, "tasks": sorted(name for name, task in plane._tasks.items() if not task.done()),
+        return {**calls, "tasks": plane.tasks.running(),
                 "verified": plane.last_verification is not None}
 ''')
 

@@ -4,18 +4,16 @@ metric rises: the 1 s poll alone would not count), and B serves the run's record
 
 from __future__ import annotations
 
-import contextlib
 import json
-import time
 
 import pytest
-import redis
 from cryptography.fernet import Fernet
 from websockets.sync.client import connect
 
 from api.workflows.plane import CHANNEL
 from tests.api.conftest import Server, start_server, stop_server
 from tests.api.services import postgres_server, redis_server
+from tests.api.test_scale_out import wait_for_subscribers
 from tests.api.workflows.support import chain, create, start, task, wait_run
 
 pytestmark = pytest.mark.integration
@@ -33,23 +31,12 @@ def replicas(tmp_path_factory):
             stop_server(a)
             raise
         try:
-            wait_for_subscribers(redis_service.url, 2)
+            wait_for_subscribers(redis_service.url, 2, channel=CHANNEL)
             yield a, b
         finally:
             outputs = [stop_server(a), stop_server(b)]
         for output in outputs:
             assert "Traceback" not in output, output
-
-
-def wait_for_subscribers(url: str, count: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    with redis.Redis.from_url(url, socket_timeout=2) as client:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(redis.RedisError):
-                if dict(client.pubsub_numsub(CHANNEL)).get(CHANNEL.encode(), 0) >= count:
-                    return
-            time.sleep(0.05)
-    raise AssertionError(f"fewer than {count} replicas subscribed to {CHANNEL} within {timeout} s")
 
 
 def pokes_seen(server: Server) -> float:

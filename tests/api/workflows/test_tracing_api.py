@@ -12,26 +12,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from tests.api.conftest import start_server, stop_server
 from tests.api.workflows.support import chain, create, run_to_end, task
+from tests.orchestration.workflows.test_tracing import _Collector as Collector
 
 pytestmark = pytest.mark.integration
 
 
-class Collector(http.server.BaseHTTPRequestHandler):
-    bodies: list[bytes] = []
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        self.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002
-        pass
-
-
 def test_a_run_through_the_api_is_exported_as_a_trace(tmp_path):
-    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), type("C", (Collector,), {"bodies": []}))
+    received: list[tuple[str, dict[str, str], bytes]] = []
+    handler = type("Recording", (Collector,), {"received": received})
+    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=collector.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{collector.server_address[1]}/v1/traces"
     server = start_server(tmp_path / "home", {"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"})
@@ -50,7 +39,7 @@ def test_a_run_through_the_api_is_exported_as_a_trace(tmp_path):
         collector.server_close()
     assert "Traceback" not in output, output
     spans = []
-    for body in collector.RequestHandlerClass.bodies:
+    for _, _, body in received:
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
         for resource in request.resource_spans:

@@ -27,14 +27,17 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def environment(values: Mapping[str, str | None]) -> Iterator[None]:
-    """Set the given variables (None: leave alone) for the block; settings re-read on both ends."""
+def environment(values: Mapping[str, str | None], unset: tuple[str, ...] = ()) -> Iterator[None]:
+    """Set the given variables (None: leave alone) and remove ``unset`` for the block; settings
+    re-read on both ends."""
     values = {name: value for name, value in values.items() if value is not None}
-    if not values:
+    if not values and not unset:
         yield
         return
-    saved = {name: os.environ.get(name) for name in values}
+    saved = {name: os.environ.get(name) for name in (*values, *unset)}
     os.environ.update(values)
+    for name in unset:
+        os.environ.pop(name, None)
     get_settings.cache_clear()
     try:
         yield

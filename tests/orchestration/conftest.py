@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import pandas as pd
 import pytest
 
 from orchestration.definitions import defs
+from orchestration.resources import environment
 from prioritymax.settings import get_settings
 
 #: Enough for the policy to beat the HPA rule on the NASA trace's held-out days (+26% here).
@@ -104,24 +104,10 @@ def instance(data_home: Path) -> Iterator[dg.DagsterInstance]:
         yield found
 
 
-@contextlib.contextmanager
-def using_home(home: Path) -> Iterator[None]:
+def using_home(home: Path):
     """PRIORITYMAX_HOME = home and no MLFLOW_TRACKING_URI for the block (MLflow exports the URI it
     is given), as the autouse ``data_home`` fixture does for one test."""
-    names = ("PRIORITYMAX_HOME", "MLFLOW_TRACKING_URI")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ["PRIORITYMAX_HOME"] = str(home)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    get_settings.cache_clear()
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        get_settings.cache_clear()
+    return environment({"PRIORITYMAX_HOME": str(home)}, unset=("MLFLOW_TRACKING_URI",))
 
 
 @dataclass

@@ -113,6 +113,25 @@ def engine_for(url: str) -> Engine:
     return _engine(driver_url(url))
 
 
+def reader_for(url: str) -> Engine:
+    """An engine for reads that never takes the write lock. On SQLite the writers' engine starts
+    every transaction, a read's too, with BEGIN IMMEDIATE; a client polling a read route then
+    queues the writers, and a tight poll can starve one past busy_timeout ("database is locked").
+    This engine's connections are in autocommit: each SELECT reads its own WAL snapshot. Elsewhere
+    it is the same engine as :func:`engine_for`."""
+    return _reader(driver_url(url))
+
+
+@functools.lru_cache(maxsize=8)
+def _reader(url: str) -> Engine:
+    engine = _engine(url)  # the tables exist once this returns
+    if not url.startswith("sqlite"):
+        return engine
+    reader = create_engine(url, connect_args={"check_same_thread": False})
+    event.listen(reader, "connect", _sqlite_pragmas)
+    return reader
+
+
 @functools.lru_cache(maxsize=8)
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):

@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
-from api.db import engine_for, metadata
+from api.db import engine_for, metadata, reader_for
 from prioritymax.files import AppendLog, append_jsonl
 
 workflows = Table(
@@ -102,8 +102,10 @@ RUN_END = {"run_completed": COMPLETED, "run_failed": FAILED, "run_cancelled": CA
 
 
 class WorkflowStore:
-    def __init__(self, engine: Engine, logs_dir: Path) -> None:
+    def __init__(self, engine: Engine, logs_dir: Path, reader: Engine | None = None) -> None:
         self.engine = engine
+        #: Reads go through an engine that does not take SQLite's write lock (api.db.reader_for).
+        self.reader = reader or engine
         metadata.create_all(engine)  # the engine may predate this module's tables (idempotent)
         self.logs_dir = logs_dir
         self.audit_path = logs_dir / "workflows_audit.jsonl"
@@ -114,7 +116,7 @@ class WorkflowStore:
 
     @classmethod
     def from_settings(cls, settings) -> WorkflowStore:
-        return cls(engine_for(settings.db_url), settings.logs_dir)
+        return cls(engine_for(settings.db_url), settings.logs_dir, reader_for(settings.db_url))
 
     def run_log_path(self, run_id: str) -> Path:
         return self.logs_dir / "runs" / f"{run_id}.jsonl"
@@ -171,7 +173,7 @@ class WorkflowStore:
         return bool(done)
 
     def get(self, workflow_id: str, version: int | None = None) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(select(workflows).where(workflows.c.id == workflow_id,
                                                        workflows.c.deleted.is_(False))).first()
             if row is None:
@@ -191,14 +193,14 @@ class WorkflowStore:
         query = select(workflows).where(workflows.c.deleted.is_(False)).order_by(workflows.c.created_at)
         if name_prefix:
             query = query.where(workflows.c.name.startswith(name_prefix, autoescape=True))
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [{"workflow_id": r.id, "name": r.name, "description": r.description,
                      "latest_version": r.latest_version, "created_at": r.created_at,
                      "updated_at": r.updated_at, "created_by": r.created_by}
                     for r in conn.execute(query)]
 
     def versions(self, workflow_id: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(select(workflow_versions)
                                 .where(workflow_versions.c.workflow_id == workflow_id)
                                 .order_by(workflow_versions.c.version)).all()
@@ -222,7 +224,7 @@ class WorkflowStore:
                 "created_by": actor}
 
     def templates(self) -> dict[str, dict]:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(select(workflow_templates).order_by(workflow_templates.c.name)).all()
         return {r.name: {"name": r.name, "template": r.template, "description": r.description,
                          "created_at": r.created_at, "created_by": r.created_by} for r in rows}
@@ -256,7 +258,7 @@ class WorkflowStore:
                 sla_checked=False))
 
     def run(self, run_id: str) -> dict | None:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(select(workflow_runs).where(workflow_runs.c.run_id == run_id)).first()
         return _run_dict(row) if row else None
 
@@ -266,7 +268,7 @@ class WorkflowStore:
             query = query.where(workflow_runs.c.workflow_id == workflow_id)
         if status:
             query = query.where(workflow_runs.c.status == status)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [_run_dict(r) for r in conn.execute(query)]
 
     def set_status(self, run_id: str, status: str, at: float, error: str | None = None,
@@ -287,13 +289,13 @@ class WorkflowStore:
             conn.execute(query.values(**values))
 
     def count_active(self) -> int:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return conn.execute(select(func.count()).select_from(workflow_runs)
                                 .where(workflow_runs.c.status.in_((PENDING, RUNNING)))).scalar() or 0
 
     def unchecked_runs(self) -> list[dict]:
         """Runs the SLA check has not yet closed: active ones, and finished ones not yet checked."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(select(workflow_runs).where(workflow_runs.c.sla_checked.is_(False))).all()
         return [_run_dict(r) for r in rows]
 
@@ -334,18 +336,18 @@ class WorkflowStore:
         return None
 
     def latest_seq(self) -> int:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return conn.execute(select(func.max(workflow_events.c.seq))).scalar() or 0
 
     def events_since(self, seq: int, limit: int = 10_000) -> list[dict]:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(select(workflow_events.c.seq, workflow_events.c.event)
                                 .where(workflow_events.c.seq > seq).order_by(workflow_events.c.seq)
                                 .limit(limit)).all()
         return [{**r.event, "seq": r.seq} for r in rows]
 
     def run_events(self, run_id: str) -> list[dict]:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(select(workflow_events.c.seq, workflow_events.c.event)
                                 .where(workflow_events.c.run_id == run_id)
                                 .order_by(workflow_events.c.seq)).all()

@@ -4,6 +4,8 @@ once on one instance, and the stored workflows in the code location."""
 
 from __future__ import annotations
 
+import time
+
 import dagster as dg
 import pytest
 
@@ -131,6 +133,7 @@ def test_a_cancelled_run_stops_and_says_so(runner):
     started = runner.start(workflow["workflow_id"], 1, {}, "test")
     events = []
     while not any(e["type"] == "node_start" and e["node_id"] == "wait" for e in events):
+        time.sleep(0.02)
         events = runner.store.run_events(started["run_id"])
     assert runner.cancel(started["run_id"])
     finished = runner.wait(started["run_id"], timeout=60)

@@ -285,6 +285,8 @@ class WorkflowStore:
         query = update(workflow_runs).where(workflow_runs.c.run_id == run_id)
         if status in FINISHED:  # a finished run stays finished (cancel racing completion)
             query = query.where(workflow_runs.c.status.not_in(FINISHED))
+        elif status == RUNNING:  # and a late start never reopens it
+            query = query.where(workflow_runs.c.status == PENDING)
         with self.engine.begin() as conn:
             conn.execute(query.values(**values))
 

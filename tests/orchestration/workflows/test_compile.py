@@ -136,8 +136,8 @@ def test_a_cancelled_run_stops_and_says_so(runner):
         time.sleep(0.02)
         events = runner.store.run_events(started["run_id"])
     assert runner.cancel(started["run_id"])
-    finished = runner.wait(started["run_id"], timeout=60)
-    assert finished["status"] == "CANCELLED"
+    finished = runner.wait(started["run_id"], timeout=120)
+    assert finished["status"] == "CANCELLED", runner.store.run_events(started["run_id"])
     assert "never" not in [e["node_id"] for e in runner.store.run_events(started["run_id"])
                            if e["type"] == "node_start"]
     assert not runner.cancel(started["run_id"])

@@ -117,8 +117,9 @@ def reader_for(url: str) -> Engine:
     """An engine for reads that never takes the write lock. On SQLite the writers' engine starts
     every transaction, a read's too, with BEGIN IMMEDIATE; a client polling a read route then
     queues the writers, and a tight poll can starve one past busy_timeout ("database is locked").
-    This engine's connections are in autocommit: each SELECT reads its own WAL snapshot. Elsewhere
-    it is the same engine as :func:`engine_for`."""
+    This engine starts its transactions with a plain (deferred) BEGIN: the first SELECT takes a
+    WAL snapshot that the transaction's later reads share, and no lock a writer waits on. Nothing
+    writes through it. Elsewhere it is the same engine as :func:`engine_for`."""
     return _reader(driver_url(url))
 
 
@@ -127,20 +128,25 @@ def _reader(url: str) -> Engine:
     engine = _engine(url)  # the tables exist once this returns
     if not url.startswith("sqlite"):
         return engine
-    reader = create_engine(url, connect_args={"check_same_thread": False})
-    event.listen(reader, "connect", _sqlite_pragmas)
-    return reader
+    return _sqlite_engine(url, "BEGIN")
+
+
+def _sqlite_engine(url: str, begin: str) -> Engine:
+    """A SQLite engine in WAL mode whose transactions start with ``begin`` (the driver's own
+    implicit BEGIN is off, so SQLAlchemy's "begin" event issues it)."""
+    engine = create_engine(url, connect_args={"check_same_thread": False})
+    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
+    return engine
 
 
 @functools.lru_cache(maxsize=8)
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False})
-        event.listen(engine, "connect", _sqlite_pragmas)
         # BEGIN IMMEDIATE: a transaction takes the write lock up front, so writers from several
         # processes queue (busy_timeout) instead of failing on a lock upgrade, and revisions
         # commit in the order they are numbered.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        engine = _sqlite_engine(url, "BEGIN IMMEDIATE")
     else:
         engine = create_engine(url, pool_pre_ping=True)
     with engine.begin() as conn:

@@ -12,7 +12,8 @@ from fastapi.security import HTTPBearer
 from api.config.plane import ControlPlane, control_plane
 from api.security import Role
 
-bearer = HTTPBearer(auto_error=False, description="a token from `pmx tokens create`")
+#: The bearer scheme's description in OpenAPI.
+BEARER_DESCRIPTION = "a token from `pmx tokens create`"
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class RoleBearer(HTTPBearer):
     request with a fixed cost, and a nested one (role check on top of the scheme) twice over."""
 
     def __init__(self, minimum: Role) -> None:
-        super().__init__(auto_error=False, scheme_name="HTTPBearer", description=bearer.model.description)
+        super().__init__(auto_error=False, scheme_name="HTTPBearer", description=BEARER_DESCRIPTION)
         self.minimum = minimum
 
     async def __call__(self, request: Request) -> Caller:  # type: ignore[override]

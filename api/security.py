@@ -57,7 +57,8 @@ def revoke_token(engine: Engine, name: str) -> int:
 
 
 def role_of(engine: Engine, token: str) -> tuple[Role, str] | None:
-    """The role and name of a valid token, or None."""
+    """The role and name of a valid token, or None. One read: pass :func:`api.db.reader_for`'s
+    engine, which on SQLite takes no write lock (the writers' engine would: BEGIN IMMEDIATE)."""
     with engine.connect() as conn:
         row = conn.execute(select(api_tokens.c.role, api_tokens.c.name, api_tokens.c.revoked)
                            .where(api_tokens.c.token_hash == token_hash(token))).first()

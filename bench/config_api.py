@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -109,37 +110,39 @@ class HTTPConnection:
         self.writer.close()
 
 
-async def _writes(url: str, count: int, concurrency: int) -> dict:
+async def _timed_posts(url: str, path: str, requests: int, concurrency: int,
+                       body: Callable[[int], bytes]) -> float:
+    """POST ``body(n)`` to ``path`` for n in ``range(requests)`` from ``concurrency`` keep-alive
+    connections, each taking every ``concurrency``-th request; returns the seconds it took."""
     connections = [await HTTPConnection(url).open() for _ in range(concurrency)]
 
     async def worker(connection: HTTPConnection, offset: int) -> None:
-        for i in range(offset, count, concurrency):
-            await connection.call("POST", "/config",
-                                  json.dumps({"key": f"bench.key{i % 50}", "value": i}).encode())
+        for n in range(offset, requests, concurrency):
+            await connection.call("POST", path, body(n))
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(c, w) for w, c in enumerate(connections)))
     elapsed = time.perf_counter() - started
     for connection in connections:
         connection.close()
+    return elapsed
+
+
+async def _writes(url: str, count: int, concurrency: int) -> dict:
+    elapsed = await _timed_posts(url, "/config", count, concurrency,
+                                 lambda i: json.dumps({"key": f"bench.key{i % 50}", "value": i}).encode())
     return {"writes_per_s": count / elapsed}
 
 
 async def _batched_writes(url: str, count: int, concurrency: int, batch: int) -> dict:
     """``count`` versioned writes as POST /config/batch requests of ``batch`` items each."""
-    connections = [await HTTPConnection(url).open() for _ in range(concurrency)]
     requests = [range(start, min(start + batch, count)) for start in range(0, count, batch)]
 
-    async def worker(connection: HTTPConnection, offset: int) -> None:
-        for n in range(offset, len(requests), concurrency):
-            body = {"items": [{"key": f"bench.batch{i % 50}", "value": i} for i in requests[n]]}
-            await connection.call("POST", "/config/batch", json.dumps(body).encode())
+    def body(n: int) -> bytes:
+        items = [{"key": f"bench.batch{i % 50}", "value": i} for i in requests[n]]
+        return json.dumps({"items": items}).encode()
 
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(c, w) for w, c in enumerate(connections)))
-    elapsed = time.perf_counter() - started
-    for connection in connections:
-        connection.close()
+    elapsed = await _timed_posts(url, "/config/batch", len(requests), concurrency, body)
     return {"writes_per_s": count / elapsed}
 
 

@@ -33,12 +33,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return Path(path)
 
 
+def jsonl_line(record: dict[str, Any]) -> str:
+    """One record as a JSON line, as every JSONL file here writes it (sorted keys, ``str()`` for
+    what JSON lacks)."""
+    return json.dumps(record, default=str, sort_keys=True) + "\n"
+
+
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """Append one JSON line (audit logs); a single write of a short line is atomic enough."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, default=str, sort_keys=True) + "\n")
+        handle.write(jsonl_line(record))
 
 
 class AppendLog:
@@ -53,7 +59,7 @@ class AppendLog:
         self._lock = threading.Lock()
 
     def append(self, record: dict[str, Any]) -> None:
-        data = (json.dumps(record, default=str, sort_keys=True) + "\n").encode("utf-8")
+        data = jsonl_line(record).encode("utf-8")
         with self._lock:
             fd = self._open()
             while data:

@@ -61,14 +61,23 @@ class Hub:
         return len(self.service.catch_up())
 
     def subscribe(self, since: int | None) -> Subscriber:
-        """A new subscriber; with ``since``, it first gets every change after that revision."""
+        """A new subscriber; with ``since``, it first gets every change after that revision, up to
+        the source's :attr:`revision` (later ones come with catch_up), read a page at a time. One
+        that does not fit its queue is :attr:`~Subscriber.overflowed` (closed, to resume later),
+        never silently short of some."""
         if since is None:
             subscriber = Subscriber(self.service.revision)
         else:
             subscriber = Subscriber(since)
-            for change in self.service.changes_since(since):
-                if change.revision <= self.service.revision:  # later ones come with catch_up
+            target = self.service.revision
+            while subscriber.last_revision < target and not subscriber.overflowed.is_set():
+                changes = self.service.changes_since(subscriber.last_revision)
+                for change in changes:
+                    if change.revision > target or subscriber.overflowed.is_set():
+                        break
                     subscriber.offer(change.revision, json.dumps(change.message()))
+                if not changes or changes[-1].revision > target:
+                    break  # the log has nothing more up to the revision applied here
         self.subscribers.add(subscriber)
         return subscriber
 

@@ -18,7 +18,7 @@ from api.config.hub import Hub
 from api.config.keyring import Keyring
 from api.config.metrics import ConfigMetrics
 from api.config.service import ConfigService
-from api.db import engine_for
+from api.db import engine_for, reader_for
 from api.security import Role, ensure_admin_token, role_of
 from api.tasks import BackgroundTasks
 from prioritymax.alerts import post_slack_async
@@ -36,10 +36,12 @@ class ControlPlane:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings().layout_home()
         self.engine = engine_for(self.settings.db_url)
+        #: Reads (the snapshot, the event log, versions, tokens) take no write lock on SQLite.
+        self.reader = reader_for(self.settings.db_url)
         key = self.settings.fernet_key.get_secret_value() if self.settings.fernet_key else None
         self.keyring = Keyring(self.settings.fernet_key_path, key)
         self.service = ConfigService(self.engine, self.keyring,
-                                     self.settings.logs_dir / "config_audit.jsonl")
+                                     self.settings.logs_dir / "config_audit.jsonl", reader=self.reader)
         self.hub = Hub(self.service)
         self.metrics = ConfigMetrics()
         #: Pokes other replicas through Redis after each commit here (None without REDIS_URL).
@@ -64,32 +66,30 @@ class ControlPlane:
         cached = self._tokens.get(token)
         if cached is not None and cached[0] > now:
             return cached[1]
-        found = role_of(self.engine, token)
+        found = role_of(self.reader, token)
         if len(self._tokens) > 10_000:
             self._tokens.clear()
         self._tokens[token] = (now + TOKEN_CACHE_S, found)
         return found
 
     # ------------------------------------------------------------------------------ loops
-    def start_loop(self, name: str, coroutine_factory) -> bool:
-        """Start a named background task once; False when it already runs."""
-        return self.tasks.start(name, coroutine_factory)
-
     def start_background(self) -> bool:
         """Verification every 5 minutes, the poll for other replicas' changes and, with
         REDIS_URL, their pokes over Redis. False when already running."""
-        started = self.start_loop("verify", self._verify_forever)
-        self.start_loop("poll", lambda: self.hub.poll_forever(POLL_EVERY_S))
+        started = self.tasks.start("verify", self._verify_forever)
+        self.tasks.start("poll", lambda: self.hub.poll_forever(POLL_EVERY_S))
         if self.fanout is not None:
-            self.start_loop("fanout", self.fanout.run)
+            self.tasks.start("fanout", self.fanout.run)
         return started
 
     def start_metrics(self) -> bool:
         """Refresh the gauges every 60 s. False when already running."""
-        return self.start_loop("metrics", self._metrics_forever)
+        return self.tasks.start("metrics", self._metrics_forever)
 
     async def stop(self) -> None:
+        """Stop the loops and close the audit log (a later write reopens it)."""
         await self.tasks.stop()
+        self.service.close()
 
     async def _verify_forever(self) -> None:
         while True:

@@ -46,17 +46,10 @@ class ConfigWrite(BaseModel):
 MAX_BATCH_ITEMS = 500
 
 
-class ConfigBatchItem(BaseModel):
+class ConfigBatchItem(ConfigWrite):
     """One item of a batch: :class:`ConfigWrite` without secrets (they have their own admin route)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    key: str = Field(min_length=1, max_length=200, examples=["autoscaler.max_workers"])
-    value: WrittenValue = Field(examples=[25])
     is_secret: Literal[False] = Field(False, description="always false: secrets go to /config/secrets")
-    comment: str | None = Field(None, max_length=1000)
-    tenant: str | None = Field(None, max_length=80, examples=["org:acme"])
-    namespace: str | None = Field(None, max_length=200)
     expected_version: int | None = Field(None, ge=0, description="refused (409) unless the item is at "
                                          "it, counting the batch's earlier items")
 

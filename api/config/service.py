@@ -75,7 +75,7 @@ class Refusal:
     key: str
     tenant: str | None
     status: int
-    message: str
+    detail: str  # the error's message; named as the response's field
 
 
 class BatchRefused(ConfigError):
@@ -145,8 +145,13 @@ class Change:
 
 
 class ConfigService:
-    def __init__(self, engine: Engine, keyring: Keyring, audit_path: Path) -> None:
+    def __init__(self, engine: Engine, keyring: Keyring, audit_path: Path,
+                 reader: Engine | None = None) -> None:
+        #: Every write's transaction (on SQLite, BEGIN IMMEDIATE: the write lock up front).
         self.engine = engine
+        #: Every read of the store: :func:`api.db.reader_for` (on SQLite, a deferred BEGIN, so a
+        #: read never waits for nor holds up a writer); the writers' engine when not given.
+        self.reader = reader or engine
         self.keyring = keyring
         self.audit_path = Path(audit_path)
         self._audit = AppendLog(self.audit_path)
@@ -165,7 +170,7 @@ class ConfigService:
     # ------------------------------------------------------------------ the readers' snapshot
     def load(self) -> int:
         """(Re)build the snapshot from the items table; returns the number of items."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             if conn.dialect.name == "postgresql":
                 # One snapshot for both reads; under READ COMMITTED a commit between them would
                 # leave an item missing a change whose revision we then count as applied.
@@ -202,7 +207,7 @@ class ConfigService:
         return changes
 
     def changes_since(self, revision: int, limit: int = 10_000) -> list[Change]:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(select(config_events).where(config_events.c.revision > revision)
                                 .order_by(config_events.c.revision).limit(limit)).all()
         return [_change(r) for r in rows]
@@ -245,7 +250,7 @@ class ConfigService:
 
     def versions(self, kind: str, key: str, tenant: str | None) -> list[dict[str, Any]]:
         stored = check_tenant(tenant)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(select(config_versions).where(
                 config_versions.c.kind == kind, config_versions.c.key == key,
                 config_versions.c.tenant == stored).order_by(config_versions.c.version)).all()
@@ -260,24 +265,23 @@ class ConfigService:
     def set(self, kind: str, key: str, value: Any, *, tenant: str | None = None, actor: str,
             comment: str | None = None, is_secret: bool = False, namespace: str | None = None,
             expected_version: int | None = None, operation: str = "set") -> dict[str, Any]:
-        return self._commit(*self._prepare_set(kind, key, value, tenant=tenant, actor=actor, comment=comment,
-                                               is_secret=is_secret, namespace=namespace,
-                                               expected_version=expected_version, operation=operation))
+        kind, key, stored, options = self._prepare_set(
+            kind, key, value, tenant=tenant, actor=actor, comment=comment, is_secret=is_secret,
+            namespace=namespace, expected_version=expected_version, operation=operation)
+        return self._commit(kind, key, stored, **options)
 
-    async def set_grouped(self, kind: str, key: str, value: Any, *, tenant: str | None = None, actor: str,
-                          comment: str | None = None, is_secret: bool = False, namespace: str | None = None,
-                          expected_version: int | None = None) -> dict[str, Any]:
-        """:meth:`set` with group commit (SQLite): the writes that arrive while the event loop is
-        busy are committed by one transaction, in arrival order, each still its own version,
-        event (revision) and audit line, each checked (If-Match, secret-ness) against the state the
-        writes before it left. One BEGIN IMMEDIATE/COMMIT, one pooled connection for all of them."""
-        write = self._prepare_set(kind, key, value, tenant=tenant, actor=actor, comment=comment,
-                                  is_secret=is_secret, namespace=namespace,
-                                  expected_version=expected_version, operation="set")
+    async def set_grouped(self, kind: str, key: str, value: Any, **options: Any) -> dict[str, Any]:
+        """:meth:`set` (the same keywords) with group commit (SQLite): the writes that arrive while
+        the event loop is busy are committed by one transaction, in arrival order, each still its
+        own version, event (revision) and audit line, each checked (If-Match, secret-ness) against
+        the state the writes before it left. One BEGIN IMMEDIATE/COMMIT, one pooled connection for
+        all of them."""
+        write = self._prepare_set(kind, key, value, **options)
         loop = asyncio.get_running_loop()
         group = self._group
         if self.engine.dialect.name != "sqlite" or (group is not None and group[0] is not loop):
-            return self._commit(*write)
+            kind, key, stored, prepared = write
+            return self._commit(kind, key, stored, **prepared)
         if group is None:
             group = self._group = (loop, [])
             loop.call_soon(self._flush_group)
@@ -300,8 +304,8 @@ class ConfigService:
             try:
                 prepared.append((index, self._prepare_set(
                     kind, item["key"], item["value"], tenant=item.get("tenant"), actor=actor,
-                    comment=item.get("comment"), is_secret=False, namespace=item.get("namespace"),
-                    expected_version=item.get("expected_version"), operation="set")))
+                    comment=item.get("comment"), namespace=item.get("namespace"),
+                    expected_version=item.get("expected_version"))))
             except ConfigError as error:
                 refused.append(_refusal(index, item, error))
         applied: list[tuple[int, _Applied]] = []
@@ -328,23 +332,26 @@ class ConfigService:
             raise failure
         return written, sorted(refused, key=lambda r: r.index)
 
-    def _prepare_set(self, kind: str, key: str, value: Any, *, tenant: str | None, actor: str,
-                     comment: str | None, is_secret: bool, namespace: str | None,
-                     expected_version: int | None, operation: str) -> tuple[str, str, str, dict[str, Any]]:
+    def _prepare_set(self, kind: str, key: str, value: Any, *, tenant: str | None = None, actor: str,
+                     comment: str | None = None, is_secret: bool = False, namespace: str | None = None,
+                     expected_version: int | None = None,
+                     operation: str = "set") -> tuple[str, str, str, dict[str, Any]]:
+        """The checks of :meth:`set` that need no store, and the write's ``_commit``/``_apply``
+        arguments: ``(kind, key, stored tenant, options)``."""
         check_key(key)
         stored_tenant = check_tenant(tenant)
         if is_secret:
             if not isinstance(value, str):
                 raise Invalid("a secret's value must be a string")
             value = self.keyring.encrypt(value)
-        size = len(json.dumps(value))
-        if size > MAX_VALUE_BYTES:
-            raise TooLarge(f"value of {size} bytes; the limit is {MAX_VALUE_BYTES}")
+        text = json.dumps(value)  # as the store encodes it: the SQLite write path reuses it
+        if len(text) > MAX_VALUE_BYTES:
+            raise TooLarge(f"value of {len(text)} bytes; the limit is {MAX_VALUE_BYTES}")
         namespace = namespace_of(key, namespace)
-        _check_comment(comment)
         return kind, key, stored_tenant, {
-            "value": value, "deleted": False, "actor": actor, "comment": comment, "is_secret": is_secret,
-            "namespace": namespace, "expected_version": expected_version, "operation": operation}
+            "value": value, "value_text": text, "deleted": False, "actor": actor, "comment": comment,
+            "is_secret": is_secret, "namespace": namespace, "expected_version": expected_version,
+            "operation": operation}
 
     def _flush_group(self) -> None:
         assert self._group is not None
@@ -362,7 +369,7 @@ class ConfigService:
             # The transaction failed for another reason and nothing of it was committed: commit
             # each write on its own, so that each gets its own outcome.
             for (kind, key, tenant, options), future in writes:
-                _settle(future, self._commit, kind, key, tenant, options)
+                _settle(future, self._commit, kind, key, tenant, **options)
             return
         for outcome, future in outcomes:
             if isinstance(outcome, ConfigError):
@@ -381,7 +388,7 @@ class ConfigService:
                  actor: str, expected_version: int | None = None) -> dict[str, Any]:
         """Write the value of an earlier version as a new version."""
         stored = check_tenant(tenant)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             old = conn.execute(select(config_versions).where(
                 config_versions.c.kind == kind, config_versions.c.key == key,
                 config_versions.c.tenant == stored, config_versions.c.version == version)).first()
@@ -395,21 +402,21 @@ class ConfigService:
                             comment=f"rollback to version {version}", is_secret=old.is_secret,
                             namespace=None, expected_version=expected_version, operation="rollback")
 
-    def _commit(self, kind: str, key: str, tenant: str, options: dict[str, Any] | None = None,
-                **more: Any) -> dict[str, Any]:
+    def _commit(self, kind: str, key: str, tenant: str, **options: Any) -> dict[str, Any]:
         """One write in a transaction of its own: checks, version, item, event; then the audit
-        line, the on_commit hooks, the snapshot and the subscribers."""
-        options = {**(options or {}), **more}
-        _check_comment(options["comment"])
+        line, the on_commit hooks, the snapshot and the subscribers. ``options`` are
+        :meth:`_apply`'s keywords."""
         with self._writes() as store:
             applied = self._apply(store, kind, key, tenant, **options)
         return self._publish(applied)
 
     def _apply(self, store: _CoreWrites | _SqliteWrites, kind: str, key: str, tenant: str, *, value: Any,
                deleted: bool, actor: str, comment: str | None, is_secret: bool, namespace: str | None,
-               expected_version: int | None, operation: str) -> _Applied:
+               expected_version: int | None, operation: str, value_text: str | None = None) -> _Applied:
         """The statements of one write inside the caller's transaction. Every check that can
-        refuse it (a ConfigError) comes before its first statement."""
+        refuse it (a ConfigError) comes before its first statement. ``value_text``: the value's
+        JSON when the caller has it already."""
+        _check_comment(comment)
         now = time.time()
         current = store.current(kind, key, tenant)  # (namespace, is_secret, version) or None
         if current is None and deleted:
@@ -427,7 +434,7 @@ class ConfigService:
         store.insert_version({
             "kind": kind, "key": key, "tenant": tenant, "version": version, "value": value,
             "is_secret": is_secret, "deleted": deleted, "actor": actor, "at": now,
-            "comment": comment, "previous_version": previous, "operation": operation})
+            "comment": comment, "previous_version": previous, "operation": operation}, value_text)
         row = {"kind": kind, "key": key, "tenant": tenant, "namespace": namespace, "value": value,
                "is_secret": is_secret, "version": version, "updated_at": now,
                "updated_by": actor, "comment": comment}
@@ -435,7 +442,7 @@ class ConfigService:
             store.delete_item(kind, key, tenant)
             item = None
         else:
-            store.upsert_item(row, exists=current is not None)
+            store.upsert_item(row, current is not None, value_text)
             item = public(_Row(row))
         change_type = f"{kind}.{operation}"
         revision = store.insert_event({
@@ -479,6 +486,10 @@ class ConfigService:
 
     def audit(self, operation: str, actor: str, **details: Any) -> None:
         self._audit.append({"at": time.time(), "operation": operation, "actor": actor, **details})
+
+    def close(self) -> None:
+        """Close the audit log's file; a later line reopens it."""
+        self._audit.close()
 
     @contextlib.contextmanager
     def _writes(self) -> Iterator[_CoreWrites | _SqliteWrites]:
@@ -531,7 +542,7 @@ class ConfigService:
         return result
 
     def _check_secrets_decrypt(self) -> None:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             bad = self._undecryptable(conn)
         if bad:
             raise Conflict(f"cannot rotate the Fernet key: {', '.join(bad[:5])} "
@@ -558,7 +569,7 @@ class ConfigService:
                                     & (config_versions.c.tenant == config_items.c.tenant)
                                     & (config_versions.c.version == config_items.c.version),
                                     isouter=True)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             problems = [f"{p} does not decrypt" for p in self._undecryptable(conn)]
             orphans = conn.execute(select(config_items.c.kind, config_items.c.key,
                                           config_items.c.version).select_from(current)
@@ -594,7 +605,7 @@ class ConfigService:
     # ----------------------------------------------------------------------------- backups
     def export(self) -> dict[str, Any]:
         """Every current item; secrets as their ciphertext (with the key's fingerprint)."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(select(config_items)).all()
         return {"format": 1, "exported_at": time.time(), "revision": self.revision,
                 "key_fingerprint": self.keyring.fingerprint,
@@ -665,10 +676,10 @@ def _check_comment(comment: str | None) -> None:
         raise Invalid("a comment cannot contain NUL characters")
 
 
-def _settle(future: asyncio.Future, function: Callable[..., Any], *args: Any) -> None:
-    """Resolve a group-committed write's future with ``function(*args)`` or its error."""
+def _settle(future: asyncio.Future, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """Resolve a group-committed write's future with ``function(*args, **kwargs)`` or its error."""
     try:
-        result = function(*args)
+        result = function(*args, **kwargs)
     except Exception as error:
         if not future.done():
             future.set_exception(error)
@@ -691,10 +702,10 @@ class _CoreWrites:
         return self.conn.execute(_LAST_VERSION, {"b_kind": kind, "b_key": key,
                                                  "b_tenant": tenant}).scalar() or 0
 
-    def insert_version(self, values: dict[str, Any]) -> None:
-        self.conn.execute(_INSERT_VERSION, values)
+    def insert_version(self, values: dict[str, Any], _text: str | None = None) -> None:
+        self.conn.execute(_INSERT_VERSION, values)  # the JSON column encodes the value itself
 
-    def upsert_item(self, row: dict[str, Any], exists: bool) -> None:
+    def upsert_item(self, row: dict[str, Any], exists: bool, _text: str | None = None) -> None:
         if exists:
             self.conn.execute(_UPDATE_ITEM, {**row, "b_kind": row["kind"], "b_key": row["key"],
                                              "b_tenant": row["tenant"]})
@@ -711,7 +722,7 @@ class _CoreWrites:
 class _SqliteWrites:
     """The same statements as plain SQL on a sqlite3 cursor, stored exactly as SQLAlchemy stores
     them (JSON columns as ``json.dumps`` text, ``None`` as ``null``; booleans as 0/1), so Core
-    reads them back unchanged."""
+    reads them back unchanged. ``text``: the value's ``json.dumps``, when the caller has it."""
 
     def __init__(self, cursor: Any) -> None:
         self.cursor = cursor
@@ -724,15 +735,15 @@ class _SqliteWrites:
         return self.cursor.execute("SELECT max(version) FROM config_versions WHERE kind = ? AND key = ? "
                                    "AND tenant = ?", (kind, key, tenant)).fetchone()[0] or 0
 
-    def insert_version(self, v: dict[str, Any]) -> None:
+    def insert_version(self, v: dict[str, Any], text: str | None = None) -> None:
         self.cursor.execute(
             "INSERT INTO config_versions (kind, key, tenant, version, value, is_secret, deleted, actor, "
             "at, comment, previous_version, operation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (v["kind"], v["key"], v["tenant"], v["version"], json.dumps(v["value"]), v["is_secret"],
+            (v["kind"], v["key"], v["tenant"], v["version"], _json(v["value"], text), v["is_secret"],
              v["deleted"], v["actor"], v["at"], v["comment"], v["previous_version"], v["operation"]))
 
-    def upsert_item(self, r: dict[str, Any], exists: bool) -> None:
-        value = json.dumps(r["value"])
+    def upsert_item(self, r: dict[str, Any], exists: bool, text: str | None = None) -> None:
+        value = _json(r["value"], text)
         if exists:
             self.cursor.execute(
                 "UPDATE config_items SET namespace = ?, value = ?, is_secret = ?, version = ?, "
@@ -756,6 +767,10 @@ class _SqliteWrites:
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (v["type"], v["kind"], v["key"], v["tenant"], v["version"], json.dumps(v["payload"]), v["at"]))
         return self.cursor.lastrowid
+
+
+def _json(value: Any, text: str | None) -> str:
+    return json.dumps(value) if text is None else text
 
 
 class _Row:

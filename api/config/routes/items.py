@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
@@ -15,7 +16,7 @@ from api.config.routes.common import (
     rollback_and_tell,
 )
 from api.config.schemas import BatchResult, ConfigBatch, ConfigWrite, ItemPublic, Resolved, VersionPublic
-from api.config.service import CONFIG, BatchRefused, Refusal
+from api.config.service import CONFIG, BatchRefused
 from api.deps import Admin, Operator, PlaneDep, Viewer
 from api.security import Role
 
@@ -38,11 +39,6 @@ async def write_item(body: ConfigWrite, caller: Operator, if_match: IfMatch = No
     return item
 
 
-def _refusal(refusal: Refusal) -> dict:
-    return {"index": refusal.index, "key": refusal.key, "tenant": refusal.tenant, "status": refusal.status,
-            "detail": refusal.message}
-
-
 @router.post("/batch", response_model=BatchResult, summary="Write several config items in one transaction",
              responses={409: {"description": "atomic: items refused (listed in detail.refused); "
                                              "nothing written (also 404, 413 or 422)"}})
@@ -59,10 +55,10 @@ async def write_batch(body: ConfigBatch, caller: Operator):
             atomic=body.atomic)
     except BatchRefused as error:
         raise HTTPException(error.status, {"message": error.message,
-                                           "refused": [_refusal(r) for r in error.refused]}) from None
+                                           "refused": [asdict(r) for r in error.refused]}) from None
     if written:
         plane.metrics.changes.labels(kind=CONFIG, operation="set").inc(len(written))
-    return {"written": written, "refused": [_refusal(r) for r in refused]}
+    return {"written": written, "refused": refused}
 
 
 @router.get("", response_model=list[ItemPublic], summary="List config items")

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 
 from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect
 
 from api.config.hub import Hub
-from api.config.plane import control_plane
+from api.config.plane import ControlPlane, control_plane
 from api.deps import authenticate
 from api.security import Role
 
@@ -23,20 +24,33 @@ router = APIRouter(prefix="/config")
 @router.websocket("/ws/config")
 async def config_ws(websocket: WebSocket, token: str | None = None, since: int | None = None):
     plane = control_plane(websocket.app)
-    header = websocket.headers.get("authorization", "")
-    bearer = header[7:] if header.lower().startswith("bearer ") else None
-    try:
-        authenticate(plane, token or bearer, Role.viewer)
-    except HTTPException as error:
-        await refuse(websocket, 4401 if error.status_code == 401 else 4403, error.detail)
-        return
-    # Bounded above too: a revision past SQLite's INTEGER reached the store as an OverflowError.
-    if since is not None and not 0 <= since < 2**63:
-        await refuse(websocket, 4422, "since must be a revision, 0 <= since < 2**63")
+    if not await admit(websocket, plane, token, since):
         return
     await websocket.accept()
     await serve_subscriber(websocket, plane.hub, since,
                            lambda: {"type": "hello", "revision": plane.service.revision})
+
+
+async def admit(websocket: WebSocket, plane: ControlPlane, token: str | None, since: int | None, *,
+                shared_token: str | None = None) -> bool:
+    """Whether a WebSocket may subscribe; if not, it is refused (closed with a code) here. The
+    caller is a viewer or above by ``?token=`` or an ``Authorization: Bearer`` header, checked
+    against ``plane`` (4401 without a valid token, 4403 below viewer), unless ``?token=`` equals
+    ``shared_token``; ``since`` is a revision (4422 otherwise)."""
+    header = websocket.headers.get("authorization", "")
+    bearer = header[7:] if header.lower().startswith("bearer ") else None
+    # Compared as bytes: compare_digest refuses a str that is not ASCII with a TypeError.
+    if not (shared_token and token and hmac.compare_digest(token.encode(), shared_token.encode())):
+        try:
+            authenticate(plane, token or bearer, Role.viewer)
+        except HTTPException as error:
+            await refuse(websocket, 4401 if error.status_code == 401 else 4403, error.detail)
+            return False
+    # Bounded above too: a revision past SQLite's INTEGER reached the store as an OverflowError.
+    if since is not None and not 0 <= since < 2**63:
+        await refuse(websocket, 4422, "since must be an integer, 0 <= since < 2**63")
+        return False
+    return True
 
 
 async def refuse(websocket: WebSocket, code: int, reason: str) -> None:

@@ -385,7 +385,7 @@ def run_all(options, api: API, persistent, ephemeral, quiet: dict) -> dict:
         raw_first.append((first_op[-1] - called) * 1000)
     figures.update({
         "submit_to_first_node_ms": round(median(submit), 1),
-        "submit_to_first_node_p99_ms": round(percentile(submit, 0.99), 1),
+        "submit_to_first_node_max_ms": round(max(submit), 1),  # 20 samples: a p99 would be the max
         "run_start_response_ms": round(median(accept), 1),
         "submit_to_run_started_ms": round(median(queued), 1),
         "raw_call_to_first_op_ms": round(median(raw_first), 1),
@@ -422,7 +422,7 @@ def report(figures: dict) -> None:
     print(f"overhead_vs_raw_dagster: {headline:.2f}x (target <= {target}x; {target / headline:.2f}x the "
           f"target: {'met' if headline <= target else 'missed'})")
     print(f"submit_to_first_node_ms: {figures['submit_to_first_node_ms']} median, "
-          f"{figures['submit_to_first_node_p99_ms']} p99 over {figures['small_runs']} runs (no target; "
+          f"{figures['submit_to_first_node_max_ms']} max over {figures['small_runs']} runs (no target; "
           f"202 after {figures['run_start_response_ms']} ms, run_started after "
           f"{figures['submit_to_run_started_ms']} ms; raw execute_in_process to its first op: "
           f"{figures['raw_call_to_first_op_ms']} ms)")

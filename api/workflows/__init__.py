@@ -6,14 +6,13 @@ home's instance. The seed's integration works as written::
     from api import workflows
     app.include_router(workflows.router)
 
-(the plane then starts on first use; our app starts it, and stops it, in its lifespan).
+(the plane and its loops then start on first use; our app also stops them in its lifespan).
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.workflows.plane import workflows_plane
 from api.workflows.routes import definitions, runs, system, templates, ws
 
 router = APIRouter()
@@ -22,9 +21,4 @@ for _module in (system, templates, runs, ws, definitions):
     router.include_router(_module.router, prefix="/workflows", tags=["workflows"])
 
 
-def start_workflows_background_loop(app) -> None:
-    """Event push, poll, fan-out and the maintenance loop (SLA, retention). Idempotent."""
-    workflows_plane(app).start()
-
-
-__all__ = ["router", "start_workflows_background_loop"]
+__all__ = ["router"]

@@ -51,16 +51,15 @@ class WorkflowsPlane:
         self.last_maintenance: dict[str, Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.tasks = BackgroundTasks("workflows")
-        self.recorder.hooks.extend([self.metrics.on_event, self._trace, self._announce])
+        # tracing.on_event never raises (a malformed event is logged and dropped).
+        self.recorder.hooks.extend([self.metrics.on_event, self.tracing.on_event, self._announce])
         self.metrics.runs_active.set_function(self.store.count_active)
+        self.metrics.ws_connections.set_function(lambda: self.hub.connections)
+        self._pump_due = False
+        #: Parsed specs by (workflow_id, version) for the SLA check: versions never change.
+        self._sla_specs: dict[tuple[str, int], WorkflowSpec | None] = {}
 
     # ------------------------------------------------------------------------ event hooks
-    def _trace(self, event: dict) -> None:
-        try:
-            self.tracing.on_event(event)
-        except Exception:  # tracing must never fail a run
-            log.exception("tracing the workflow event failed")
-
     def _announce(self, event: dict) -> None:
         """From any thread: poke other replicas, and hand the event to our loop to push."""
         if self.fanout is not None:
@@ -74,10 +73,12 @@ class WorkflowsPlane:
         """On the loop: push the event if it is the next one; if an earlier one is missing (stored
         by another process), read the log shortly after, unless its own thread hands it over first."""
         self.feed.offer(event)
-        if self.feed.pending and self._loop is not None:
+        if self.feed.pending and not self._pump_due and self._loop is not None:
+            self._pump_due = True  # one read of the log at a time, however many events wait
             self._loop.call_later(GAP_WAIT_S, self._pump)
 
     def _pump(self) -> None:
+        self._pump_due = False
         try:
             self.hub.pump()
         except Exception:
@@ -127,9 +128,9 @@ class WorkflowsPlane:
     def cleanup(self, now: float | None = None, actor: str = "maintenance") -> dict[str, Any]:
         days = self.settings.workflow_retention_days
         result = self.store.cleanup((now or time.time()) - days * 86400)
-        record = {"action": "cleanup", "actor": actor, "retention_days": days, **result}
-        self.store.audit(record)
-        if result["runs_deleted"] or actor != "maintenance":
+        if result["runs_deleted"] or actor != "maintenance":  # a pass that did nothing leaves no line
+            record = {"action": "cleanup", "actor": actor, "retention_days": days, **result}
+            self.store.audit(record)
             self.report(record)
         return {"retention_days": days, **result}
 
@@ -143,10 +144,9 @@ class WorkflowsPlane:
         time so far, each node's against its attempts. A violation is reported once per scope."""
         found = []
         for run in self.store.unchecked_runs():
-            try:
-                spec = WorkflowSpec.model_validate(self.store.spec(run["workflow_id"], run["version"]) or {})
-            except Exception:
-                self.store.mark_sla_checked(run["run_id"])
+            spec = self._sla_spec(run["workflow_id"], run["version"])
+            if spec is None or not (spec.sla_seconds or any(n.sla_seconds for n in spec.nodes)):
+                self.store.mark_sla_checked(run["run_id"])  # nothing to check, now or later
                 continue
             events = self.store.run_events(run["run_id"])
             reported = {e.get("node_id") for e in events if e["type"] == "sla_violation"}
@@ -175,6 +175,13 @@ class WorkflowsPlane:
             if finished:
                 self.store.mark_sla_checked(run["run_id"])
         return found
+
+    def _sla_spec(self, workflow_id: str, version: int) -> WorkflowSpec | None:
+        key = (workflow_id, version)
+        if key not in self._sla_specs:
+            stored = self.store.version_spec(workflow_id, version)  # even of a deleted workflow
+            self._sla_specs[key] = WorkflowSpec.model_validate(stored) if stored is not None else None
+        return self._sla_specs[key]
 
     async def alert(self, text: str) -> None:
         """Post to Slack when SLACK_WEBHOOK_URL is set; failures are logged, never raised."""

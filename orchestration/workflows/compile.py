@@ -27,10 +27,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.policy import calculate_delay
 
 from orchestration.workflows import executors
-from orchestration.workflows.expressions import evaluate
+from orchestration.workflows.expressions import evaluate, switch_names
 from orchestration.workflows.spec import TaskTemplate, WorkflowSpec
 from orchestration.workflows.validate import resolve_template, topological_order
 
@@ -142,8 +141,7 @@ class _Compiler:
 
     def op(self, spec: WorkflowSpec, node, path: str, out_edges: list, has_upstream: bool,
            top: bool) -> dg.OpDefinition:
-        name = path.replace(".", "__")
-        event_id = path.replace("__", ".")
+        event_id = path.replace("__", ".")  # node ids have no "__" (spec.NODE_ID_PATTERN)
         base = {"workflow_id": self.workflow_id, "version": self.version, "job_name": self.job,
                 "node_id": event_id, "node_type": node.type}
         template = (resolve_template(node, self.templates, self.default_executor)
@@ -173,7 +171,7 @@ class _Compiler:
             try:
                 if cancel.is_set():
                     raise executors.Cancelled(f"run {run_id} was cancelled")
-                result, chosen = run_node(state, {**header, "attempt": attempt}, cancel)
+                result, chosen = run_node(state, {**header, "attempt": attempt}, cancel, recorder.settings)
             except Exception as error:
                 finished = time.time()
                 cancelled = isinstance(error, executors.Cancelled)
@@ -181,7 +179,7 @@ class _Compiler:
                                "status": "CANCELLED" if cancelled else "FAILED",
                                "duration_ms": round((finished - started) * 1000, 3), "error": str(error)})
                 if retry is not None and not cancelled and context.retry_number < retry.max_retries:
-                    delay = calculate_delay(attempt, _backoff(retry.backoff), None, retry.backoff_seconds)
+                    delay = retry_delay(retry, attempt)
                     recorder.emit({**header, "type": "node_retry", "attempt": attempt, "error": str(error),
                                    "delay_seconds": delay})
                     raise
@@ -201,30 +199,31 @@ class _Compiler:
 
         policy = (dg.RetryPolicy(max_retries=retry.max_retries, delay=retry.backoff_seconds,
                                  backoff=_backoff(retry.backoff)) if retry and retry.max_retries else None)
-        return dg.OpDefinition(compute_fn=compute, name=name, ins=self._ins(has_upstream), outs=outs,
+        return dg.OpDefinition(compute_fn=compute, name=path, ins=self._ins(has_upstream), outs=outs,
                                config_schema=config_schema, retry_policy=policy,
                                required_resource_keys={"workflow"}, description=node.name,
                                tags={"workflow/node_type": node.type})
 
     def _behaviour(self, node, template: TaskTemplate | None, out_edges: list):
-        """What the node does: (state, meta, cancel) -> (result, chosen switch target)."""
+        """What the node does: (state, meta, cancel, settings) -> (result, chosen switch target).
+        ``settings`` are the recorder's: the allowlists and container mode of whoever runs the job."""
         if node.type == "task":
-            def task(state, meta, cancel):
+            def task(state, meta, cancel, settings):
                 meta = {**meta, "variables": state["variables"], "results": state["results"]}
                 payload = {**state["variables"], "upstream": state["results"]}
-                return executors.execute(template, payload, meta, cancel=cancel), None
+                return executors.execute(template, payload, meta, settings=settings, cancel=cancel), None
             return task
         if node.type == "timer":
             seconds = float(node.config.get("seconds", 0))
 
-            def timer(state, meta, cancel):
+            def timer(state, meta, cancel, settings):
                 if cancel.wait(seconds):
                     raise executors.Cancelled("cancelled while waiting")
                 return {"waited_seconds": seconds}, None
             return timer
         if node.type == "switch":
-            def switch(state, meta, cancel):
-                names = {"input": state["variables"], "vars": state["variables"], "results": state["results"]}
+            def switch(state, meta, cancel, settings):
+                names = switch_names(state["variables"], state["results"])
                 for edge in out_edges:
                     if edge.condition is not None and evaluate(edge.condition, names):
                         return {"chosen": edge.target, "condition": edge.condition}, edge.target
@@ -233,24 +232,31 @@ class _Compiler:
                     raise executors.ExecutorError("no condition held and the switch has no default edge")
                 return {"chosen": default.target, "condition": "default"}, default.target
             return switch
-        return lambda state, meta, cancel: (None, None)  # start, end, parallel, join
+        return lambda state, meta, cancel, settings: (None, None)  # start, end, parallel, join
 
 
 def _backoff(name: str) -> dg.Backoff:
     return dg.Backoff.LINEAR if name == "linear" else dg.Backoff.EXPONENTIAL
 
 
+def retry_delay(retry, attempt: int) -> float:
+    """The wait before retrying after ``attempt`` failed, as Dagster's RetryPolicy computes it
+    (no jitter): ``base * attempt`` linear, ``base * (2**attempt - 1)`` exponential."""
+    if retry.backoff == "linear":
+        return retry.backoff_seconds * attempt
+    return retry.backoff_seconds * (2**attempt - 1)
+
+
 def compile_workflow(spec: WorkflowSpec, *, workflow_id: str, version: int,
                      templates: Mapping[str, TaskTemplate] | None = None,
-                     resolve_workflow: ResolveWorkflow | None = None, default_executor: str = "python",
-                     resources: Mapping[str, Any] | None = None,
-                     executor_def: dg.ExecutorDefinition | None = None) -> dg.JobDefinition:
+                     resolve_workflow: ResolveWorkflow | None = None,
+                     default_executor: str = "python") -> dg.JobDefinition:
     """The Dagster job of one spec version (validate the spec first: this assumes it is valid).
-    ``resources`` must provide ``workflow`` unless given at execution time."""
+    Its ops need a ``workflow`` resource (a WorkflowRecorder): given at execution, or bound with
+    ``with_top_level_resources`` (the code location)."""
     compiler = _Compiler(workflow_id, version, templates or {}, resolve_workflow or (lambda *_: None),
                          default_executor)
-    graph = compiler.graph(spec)
-    return graph.to_job(name=compiler.job, resource_defs=dict(resources or {}),
-                        executor_def=executor_def or dg.in_process_executor,
-                        tags={"workflow/id": workflow_id, "workflow/version": str(version)},
-                        description=f"{spec.name} (workflow {workflow_id} v{version})")
+    return compiler.graph(spec).to_job(
+        name=compiler.job, executor_def=dg.in_process_executor,
+        tags={"workflow/id": workflow_id, "workflow/version": str(version)},
+        description=f"{spec.name} (workflow {workflow_id} v{version})")

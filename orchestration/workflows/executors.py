@@ -100,16 +100,19 @@ from prioritymax.settings import Settings, get_settings
 __all__ = [
     "DEFAULT_EXTERNAL_TEMPLATE",
     "DEFAULT_HTTP_TIMEOUT",
+    "HTTP_METHODS",
     "Cancelled",
     "ExecutorError",
     "NodeTimeout",
+    "check_url",
+    "config_problems",
     "execute",
     "fill_template",
     "host_allowed",
     "host_matches",
     "job_manifest",
     "module_allowed",
-    "template_values",
+    "resolve_callable",
     "to_json",
 ]
 
@@ -165,16 +168,75 @@ def host_matches(host: str, hosts: Sequence[str]) -> bool:
     return False
 
 
-def host_allowed(url: str, hosts: Sequence[str]) -> bool:
-    """True when the URL is http(s) and its host :func:`host_matches` ``hosts``. The host is the one
-    httpx would connect to (``user@host`` tricks included)."""
+def check_url(url: Any, hosts: Sequence[str], executor: str) -> str:
+    """``url`` when an ``executor`` (http/external) node may call it, else :class:`ExecutorError` saying
+    why: not a string, not a URL, not http/https, no host, a port out of range, or a host that does not
+    :func:`host_matches` ``hosts``. The host is the one httpx connects to (``user@host`` tricks included).
+    """
+    if not isinstance(url, str) or not url:
+        raise ExecutorError(f"{executor} executor: config.url is required (a string)")
     try:
         parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError):
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ExecutorError(f"{executor} executor: invalid URL {url!r}: {exc}") from None
+    if parsed.scheme not in ("http", "https"):
+        raise ExecutorError(f"{executor} executor: URL {url!r} must use http or https")
+    if not parsed.host:
+        raise ExecutorError(f"{executor} executor: URL {url!r} has no host")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise ExecutorError(f"{executor} executor: URL {url!r} has a port out of range (1-65535)")
+    if not host_matches(parsed.host, hosts):
+        raise ExecutorError(
+            f"{executor} executor: host {parsed.host!r} of {url} is not allowed "
+            f"(PRIORITYMAX_WORKFLOW_URL_ALLOWLIST={','.join(hosts) or 'empty'})"
+        )
+    return url
+
+
+def host_allowed(url: str, hosts: Sequence[str]) -> bool:
+    """True when :func:`check_url` accepts ``url``."""
+    try:
+        check_url(url, hosts, "http")
+    except ExecutorError:
         return False
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        return False
-    return host_matches(parsed.host, hosts)
+    return True
+
+
+def config_problems(
+    executor: str, config: Mapping[str, Any], *, module_prefixes: Sequence[str], url_hosts: Sequence[str]
+) -> list[str]:
+    """What ``executor`` would refuse in ``config`` before running anything -- each problem as the
+    :class:`ExecutorError` message the run would fail with. Validation calls this, so a spec that
+    validates passes the same checks at run time. A python callable is imported here only when its
+    module is inside ``module_prefixes`` (:func:`resolve_callable`)."""
+    checks: dict[str, tuple[Callable[[], Any], ...]] = {
+        "python": (lambda: resolve_callable(config.get("callable"), module_prefixes),),
+        "http": (
+            lambda: check_url(config.get("url"), url_hosts, "http"),
+            lambda: _method(config),
+            lambda: _headers(config, "http"),
+        ),
+        "external": (
+            lambda: check_url(config.get("url"), url_hosts, "external"),
+            lambda: _payload_template(config),
+            lambda: _headers(config, "external"),
+        ),
+        "container": (
+            lambda: _image(config),
+            lambda: _command(config),
+            lambda: _env(config),
+            lambda: _log_tail_lines(config),
+        ),
+    }
+    if executor not in checks:
+        return [f"unknown executor {executor!r} (one of {', '.join(checks)})"]
+    problems = []
+    for check in checks[executor]:
+        try:
+            check()
+        except ExecutorError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def fill_template(value: Any, values: Mapping[str, Any]) -> Any:
@@ -275,7 +337,12 @@ def _run_guarded(
 # --- python ----------------------------------------------------------------------------------------
 
 
-def _resolve_callable(spec: Any, prefixes: tuple[str, ...]) -> Callable[..., Any]:
+def resolve_callable(spec: Any, prefixes: Sequence[str]) -> Callable[..., Any]:
+    """The function ``spec`` (``"module:function"``) names, under the python executor's rules (module
+    docstring); :class:`ExecutorError` saying why it can't be used. The module is imported only when it
+    is inside ``prefixes``."""
+    if spec is None:
+        raise ExecutorError("python executor: config.callable is required ('module:function')")
     if not isinstance(spec, str) or spec.count(":") != 1:
         raise ExecutorError(f"python executor: config.callable must be 'module:function', got {spec!r}")
     module_name, func_name = (part.strip() for part in spec.split(":"))
@@ -314,7 +381,7 @@ def _resolve_callable(spec: Any, prefixes: tuple[str, ...]) -> Callable[..., Any
 def _run_python(config, payload, meta, timeout, settings, cancel) -> Any:
     node = str(meta.get("node_id", "?"))
     spec = config.get("callable")
-    fn = _resolve_callable(spec, settings.workflow_module_prefixes)
+    fn = resolve_callable(spec, settings.workflow_module_prefixes)
 
     def call() -> Any:
         try:
@@ -326,21 +393,6 @@ def _run_python(config, payload, meta, timeout, settings, cancel) -> Any:
 
 
 # --- http / external -------------------------------------------------------------------------------
-
-
-def _check_url(url: Any, settings: Settings, executor: str) -> str:
-    if not isinstance(url, str) or not url:
-        raise ExecutorError(f"{executor} executor: config.url is required")
-    if not host_allowed(url, settings.workflow_url_hosts):
-        try:
-            host = httpx.URL(url).host
-        except (httpx.InvalidURL, TypeError):
-            raise ExecutorError(f"{executor} executor: invalid URL {url!r}") from None
-        raise ExecutorError(
-            f"{executor} executor: host {host!r} of {url} is not allowed (http/https only; "
-            f"PRIORITYMAX_WORKFLOW_URL_ALLOWLIST={','.join(settings.workflow_url_hosts)})"
-        )
-    return url
 
 
 def _json_bytes(value: Any) -> bytes:
@@ -414,24 +466,31 @@ def _guarded_http(node, timeout, cancel, **request) -> dict[str, Any]:
         raise
 
 
-def _headers(config: dict, executor: str) -> dict[str, str]:
+def _headers(config: Mapping[str, Any], executor: str) -> dict[str, str]:
     headers = config.get("headers") or {}
     if not isinstance(headers, dict):
         raise ExecutorError(f"{executor} executor: config.headers must be an object")
     return {str(k): str(v) for k, v in headers.items()}
 
 
+def _method(config: Mapping[str, Any]) -> str:
+    method = str(config.get("method") or "POST").upper()
+    if method not in HTTP_METHODS:
+        raise ExecutorError(
+            f"http executor: unsupported method {method!r} (one of {', '.join(HTTP_METHODS)})"
+        )
+    return method
+
+
 def _has_header(headers: dict[str, str], name: str) -> bool:
     return any(k.lower() == name for k in headers)
 
 
-def _run_http(config, payload, meta, timeout, settings, cancel) -> Any:
+def _run_http(config, payload, meta, timeout, settings, cancel, *, executor: str = "http") -> Any:
     node = str(meta.get("node_id", "?"))
-    url = _check_url(config.get("url"), settings, "http")
-    method = str(config.get("method") or "POST").upper()
-    if method not in HTTP_METHODS:
-        raise ExecutorError(f"http executor: unsupported method {method!r}")
-    headers = _headers(config, "http")
+    url = check_url(config.get("url"), settings.workflow_url_hosts, executor)
+    method = _method(config)
+    headers = _headers(config, executor)
     content: bytes | None = None
     if "body" in config and config["body"] is not None:
         body = config["body"]
@@ -471,7 +530,7 @@ def _fill_string(text: str, values: Mapping[str, Any]) -> str:
     return _PLACEHOLDER_RE.sub(replace, text)
 
 
-def template_values(meta: Mapping[str, Any]) -> dict[str, Any]:
+def _template_values(meta: Mapping[str, Any]) -> dict[str, Any]:
     """What an external payload_template may name: the run's variables, then (winning over variables of
     the same name) workflow_id, run_id, node_id, version."""
     values: dict[str, Any] = {}
@@ -484,28 +543,28 @@ def template_values(meta: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _run_external(config, payload, meta, timeout, settings, cancel) -> Any:
-    node = str(meta.get("node_id", "?"))
-    url = _check_url(config.get("url"), settings, "external")
+def _payload_template(config: Mapping[str, Any]) -> dict | list | str:
     template = config.get("payload_template", DEFAULT_EXTERNAL_TEMPLATE)
     if not isinstance(template, (dict, list, str)):
         raise ExecutorError(
-            "external executor: config.payload_template must be an object, a list or a string"
+            "external executor: config.payload_template must be an object, a list or a string, "
+            f"not {type(template).__name__}"
         )
-    body = fill_template(template, template_values(meta))
+    return template
+
+
+def _run_external(config, payload, meta, timeout, settings, cancel) -> Any:
+    """An http POST of the filled ``payload_template``, always as JSON: http sends a string body as it
+    is, so a string template goes as JSON text with a JSON content type."""
+    template = _payload_template(config)
     headers = _headers(config, "external")
-    if not _has_header(headers, "content-type"):
-        headers["Content-Type"] = "application/json"
-    return _guarded_http(
-        node,
-        timeout,
-        cancel,
-        url=url,
-        method="POST",
-        headers=headers,
-        params=None,
-        content=_json_bytes(body),
-    )
+    body = fill_template(template, _template_values(meta))
+    if isinstance(body, str):
+        body = json.dumps(body)
+        if not _has_header(headers, "content-type"):
+            headers["Content-Type"] = "application/json"
+    request = {"url": config.get("url"), "method": "POST", "headers": headers, "body": body}
+    return _run_http(request, payload, meta, timeout, settings, cancel, executor="external")
 
 
 # --- container -------------------------------------------------------------------------------------
@@ -524,10 +583,32 @@ def _workload_name(meta: Mapping[str, Any]) -> str:
     return f"{_sanitize_name(base, 56)}-{secrets.token_hex(3)}"
 
 
-def _container_env(config: dict, payload: dict, meta: Mapping[str, Any]) -> dict[str, str]:
+def _image(config: Mapping[str, Any]) -> str:
+    image = config.get("image")
+    if not isinstance(image, str) or not image.strip():
+        raise ExecutorError("container executor: config.image is required (a non-empty string)")
+    return image
+
+
+def _env(config: Mapping[str, Any]) -> dict[str, str]:
     env = config.get("env") or {}
     if not isinstance(env, dict):
         raise ExecutorError("container executor: config.env must be an object")
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def _log_tail_lines(config: Mapping[str, Any]) -> int:
+    tail = config.get("log_tail", 200)
+    try:
+        return int(tail)
+    except (TypeError, ValueError, OverflowError):
+        raise ExecutorError(
+            f"container executor: config.log_tail must be a number of lines, not {tail!r}"
+        ) from None
+
+
+def _container_env(config: Mapping[str, Any], payload: dict, meta: Mapping[str, Any]) -> dict[str, str]:
+    env = _env(config)
     out = {
         "PRIORITYMAX_WORKFLOW_ID": str(meta.get("workflow_id", "")),
         "PRIORITYMAX_RUN_ID": str(meta.get("run_id", "")),
@@ -542,16 +623,19 @@ def _container_env(config: dict, payload: dict, meta: Mapping[str, Any]) -> dict
                 f"{MAX_PAYLOAD_ENV_BYTES} bytes PRIORITYMAX_PAYLOAD may hold; set config.pass_payload false"
             )
         out["PRIORITYMAX_PAYLOAD"] = encoded
-    out.update({str(k): str(v) for k, v in env.items()})
+    out.update(env)
     return out
 
 
-def _command(config: dict) -> list[str] | None:
+def _command(config: Mapping[str, Any]) -> list[str] | None:
     command = config.get("command")
     if command is None:
         return None
     if isinstance(command, str):
-        return shlex.split(command)
+        try:
+            return shlex.split(command)
+        except ValueError as exc:  # an unclosed quote
+            raise ExecutorError(f"container executor: config.command {command!r}: {exc}") from None
     if isinstance(command, list):
         return [str(part) for part in command]
     raise ExecutorError("container executor: config.command must be a string or a list")
@@ -562,9 +646,7 @@ def _log_tail(text: str) -> str:
 
 
 def _run_container(config, payload, meta, timeout, settings, cancel) -> Any:
-    image = config.get("image")
-    if not isinstance(image, str) or not image:
-        raise ExecutorError("container executor: config.image is required")
+    image = _image(config)
     if settings.workflow_container_mode == "k8s":
         return _run_k8s(image, config, payload, meta, timeout, cancel)
     return _run_docker(image, config, payload, meta, timeout, cancel)
@@ -575,7 +657,7 @@ def _run_docker(image, config, payload, meta, timeout, cancel) -> dict[str, Any]
     from docker.errors import DockerException
 
     node = str(meta.get("node_id", "?"))
-    tail = int(config.get("log_tail", 200))
+    tail = _log_tail_lines(config)
     env = _container_env(config, payload, meta)
     command = _command(config)
     where = os.environ.get("DOCKER_HOST") or "unset, default unix:///var/run/docker.sock"
@@ -690,7 +772,7 @@ def _run_k8s(image, config, payload, meta, timeout, cancel) -> dict[str, Any]:
         raise ExecutorError("container executor (k8s): no kubectl on PATH")
     node = str(meta.get("node_id", "?"))
     namespace = str(config.get("namespace") or "default")
-    tail = int(config.get("log_tail", 200))
+    tail = _log_tail_lines(config)
     name = _workload_name(meta)
     manifest = job_manifest(
         name, namespace, image, _command(config), _container_env(config, payload, meta), meta, timeout

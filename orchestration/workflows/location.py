@@ -13,6 +13,7 @@ run_cancelled, like the API's runner would.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import dagster as dg
@@ -25,19 +26,25 @@ from prioritymax.settings import get_settings
 log = logging.getLogger("orchestration.workflows")
 
 
+@functools.lru_cache(maxsize=1)
+def _recorder(home: str) -> WorkflowRecorder:
+    """One store and recorder per data home for this process (the location's jobs and sensor)."""
+    settings = get_settings()
+    return WorkflowRecorder(WorkflowStore.from_settings(settings), settings)
+
+
 def workflow_jobs() -> list[dg.JobDefinition]:
     settings = get_settings()
-    store = WorkflowStore.from_settings(settings)
-    recorder = WorkflowRecorder(store, settings)
-    runner = WorkflowRunner(store, recorder, settings)
+    recorder = _recorder(str(settings.home))
+    runner = WorkflowRunner(recorder.store, recorder, settings)
+    resource = dg.ResourceDefinition.hardcoded_resource(recorder)
     jobs = []
-    for workflow in store.list():
+    for workflow in recorder.store.list():
         try:
             _, job = runner.job(workflow["workflow_id"], workflow["latest_version"])
         except Exception as error:
             log.warning("workflow %s left out of the code location: %s", workflow["workflow_id"], error)
             continue
-        resource = dg.ResourceDefinition.hardcoded_resource(recorder)
         jobs.append(job.with_top_level_resources({"workflow": resource}))
     return jobs
 
@@ -50,24 +57,20 @@ _END_EVENTS = {dg.DagsterRunStatus.SUCCESS: "run_completed", dg.DagsterRunStatus
 @dg.sensor(minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Closes the records of workflow runs launched from Dagster once they finish.")
 def workflow_runs_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
-    settings = get_settings()
-    store = WorkflowStore.from_settings(settings)
-    recorder = WorkflowRecorder(store, settings)
+    recorder = _recorder(str(get_settings().home))
+    store = recorder.store
     closed = 0
-    for status in (PENDING, RUNNING):
-        for run in store.runs(status=status, limit=1000):
-            if run["actor"] != "dagster":  # the API's runner records the end of its own runs
-                continue
-            dagster_run = context.instance.get_run_by_id(run["run_id"])
-            kind = _END_EVENTS.get(dagster_run.status) if dagster_run is not None else None
-            if kind is None:
-                continue
-            event = {"type": kind, "run_id": run["run_id"], "workflow_id": run["workflow_id"],
-                     "version": run["version"], "job_name": run["job_name"]}
-            if kind == "run_failed":
-                event["error"] = (store.last_failure(run["run_id"])
-                                  or "the Dagster run failed (see its logs in the Dagster UI)")
-            recorder.emit(event)
-            closed += 1
+    # Runs the location launched carry actor "dagster"; the API's runner records its own ends.
+    for run in store.runs(status=(PENDING, RUNNING), limit=1000, actor="dagster"):
+        dagster_run = context.instance.get_run_by_id(run["run_id"])
+        kind = _END_EVENTS.get(dagster_run.status) if dagster_run is not None else None
+        if kind is None:
+            continue
+        event = {"type": kind, "run_id": run["run_id"], "workflow_id": run["workflow_id"],
+                 "version": run["version"], "job_name": run["job_name"]}
+        if kind == "run_failed":
+            event["error"] = (store.last_failure(run["run_id"])
+                              or "the Dagster run failed (see its logs in the Dagster UI)")
+        recorder.emit(event)
+        closed += 1
     return dg.SkipReason(f"closed {closed} workflow run record(s)" if closed else "no workflow run to close")
-

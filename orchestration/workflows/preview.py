@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from orchestration.workflows.spec import WorkflowSpec
-from orchestration.workflows.validate import topological_order
+from orchestration.workflows.validate import node_graph, topological_order
 
 __all__ = ["LAYER_GAP", "ROW_GAP", "SWEEPS", "preview"]
 
@@ -38,20 +38,9 @@ SWEEPS = 4
 
 def preview(spec: WorkflowSpec) -> dict[str, Any]:
     """The layered layout of ``spec`` (see the module docstring). ValueError on a cycle."""
-    seen: set[str] = set()
-    for node in spec.nodes:
-        if node.node_id in seen:
-            raise ValueError(f"duplicate node id {node.node_id!r}")
-        seen.add(node.node_id)
+    _, successors, predecessors = node_graph(spec, unique_ids=True)  # ValueError on a duplicate id
     order = topological_order(spec)  # ValueError("cycle: a -> b -> a") on a cycle
-
-    edges = [e for e in spec.edges if e.source in seen and e.target in seen]
-    predecessors: dict[str, list[str]] = {node_id: [] for node_id in order}
-    successors: dict[str, list[str]] = {node_id: [] for node_id in order}
-    for edge in edges:
-        if edge.source not in predecessors[edge.target]:
-            predecessors[edge.target].append(edge.source)
-            successors[edge.source].append(edge.target)
+    edges = [e for e in spec.edges if e.source in successors and e.target in successors]
 
     layer_of: dict[str, int] = {}
     for node_id in order:

@@ -23,10 +23,10 @@ from typing import Any
 import dagster as dg
 
 from orchestration.instance import ensure_dagster_home
-from orchestration.workflows.compile import compile_workflow, job_name
+from orchestration.workflows.compile import compile_workflow
 from orchestration.workflows.runtime import WorkflowRecorder
 from orchestration.workflows.spec import TaskTemplate, WorkflowSpec
-from orchestration.workflows.store import FINISHED, WorkflowStore
+from orchestration.workflows.store import WorkflowStore
 
 log = logging.getLogger("orchestration.workflows")
 JOB_CACHE = 128
@@ -58,7 +58,7 @@ class WorkflowRunner:
         self.recorder = recorder
         self.settings = settings
         self._instance = instance
-        self._instance_lock = threading.Lock()
+        self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._jobs: OrderedDict[tuple, tuple[WorkflowSpec, dg.JobDefinition]] = OrderedDict()
         self._jobs_lock = threading.Lock()
@@ -66,7 +66,7 @@ class WorkflowRunner:
 
     @property
     def instance(self) -> dg.DagsterInstance:
-        with self._instance_lock:
+        with self._lock:
             if self._instance is None:
                 self._instance = dagster_instance(self.settings)
             return self._instance
@@ -74,10 +74,11 @@ class WorkflowRunner:
     @property
     def pool(self) -> ThreadPoolExecutor:
         """WORKFLOW_MAX_CONCURRENT_RUNS worker threads, made on the first run."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.settings.workflow_max_concurrent_runs,
-                                            thread_name_prefix="workflow-run")
-        return self._pool
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.settings.workflow_max_concurrent_runs,
+                                                thread_name_prefix="workflow-run")
+            return self._pool
 
     # ------------------------------------------------------------------------- compilation
     def templates(self) -> dict[str, TaskTemplate]:
@@ -88,15 +89,19 @@ class WorkflowRunner:
         spec = self.store.spec(workflow_id, version)
         return WorkflowSpec.model_validate(spec) if spec is not None else None
 
-    def job(self, workflow_id: str, version: int) -> tuple[WorkflowSpec, dg.JobDefinition]:
-        """The compiled job of a version. Versions are immutable, so it is cached, keyed also by the
-        versions its subworkflows resolve to now (one without a pinned version runs the inner
-        workflow's latest). Templates are read when a version is compiled. ValueError when
-        something it references no longer exists."""
-        spec = self.resolve_workflow(workflow_id, version)
-        if spec is None:
-            raise KeyError(f"unknown workflow {workflow_id} version {version}")
-        key = (workflow_id, version, self._subworkflow_versions(spec, (workflow_id,)))
+    def job(self, workflow_id: str, version: int | None = None) -> tuple[WorkflowSpec, dg.JobDefinition]:
+        """The compiled job of a version (the latest when None). Versions are immutable, so jobs are
+        cached, keyed also by what the version references as it resolves now: the versions of its
+        subworkflows (one without a pinned version runs the inner workflow's latest) and the stored
+        templates (a changed template recompiles, on every replica). KeyError for an unknown
+        workflow or version; ValueError when something it references no longer exists."""
+        found = self.store.get(workflow_id, version)
+        if found is None:
+            raise KeyError(f"unknown workflow {workflow_id}" + (f" version {version}" if version else ""))
+        version = found["version"]
+        spec = WorkflowSpec.model_validate(found["spec"])
+        key = (workflow_id, version, self._subworkflow_versions(spec, (workflow_id,)),
+               self.store.templates_stamp())
         with self._jobs_lock:
             if key in self._jobs:
                 self._jobs.move_to_end(key)
@@ -125,30 +130,31 @@ class WorkflowRunner:
                 found.extend(self._subworkflow_versions(inner, (*chain, target)))
         return tuple(found)
 
-    def forget_compiled(self) -> None:
-        """Drop compiled jobs (a template changed: later runs compile with the new one)."""
-        with self._jobs_lock:
-            self._jobs.clear()
-
     # ---------------------------------------------------------------------------------- runs
-    def start(self, workflow_id: str, version: int, variables: dict[str, Any], actor: str) -> dict:
-        """Record the run PENDING and queue it; returns the run record."""
+    def start(self, workflow_id: str, version: int | None, variables: dict[str, Any], actor: str) -> dict:
+        """Record the run PENDING and queue it; returns the run record. KeyError: unknown workflow
+        or version; ValueError: it references something deleted since."""
         spec, job = self.job(workflow_id, version)
+        version = int(job.tags["workflow/version"])
         run_id = str(uuid.uuid4())
         merged = {**spec.variables, **variables}
         run = self.store.create_run(run_id, workflow_id, version, job.name, merged, actor)
         self.recorder.cancel_event(run_id)
-        self.futures[run_id] = self.pool.submit(self._execute, run_id, workflow_id, version, merged)
+        future = self.pool.submit(self._execute, run_id, spec, job, merged)
+        self.futures[run_id] = future
+        # Runs immediately when the run already ended, so no finished run is left in ``futures``.
+        future.add_done_callback(lambda _: self.futures.pop(run_id, None))
         return run
 
     def cancel(self, run_id: str) -> bool:
-        """Ask a run to stop; False when it already finished."""
-        run = self.store.run(run_id)
-        if run is None or run["status"] in FINISHED:
+        """Ask a run this process executes to stop; False when it is not one (finished, unknown,
+        or executed by another process: a replica, or a Dagster run worker)."""
+        future = self.futures.get(run_id)
+        if future is None:
             return False
         self.recorder.cancel(run_id)
-        future = self.futures.get(run_id)
-        if future is not None and future.cancel():  # still queued: it never starts
+        if future.cancel():  # still queued: it never starts
+            run = self.store.run(run_id)
             self._emit_end(run_id, workflow_id=run["workflow_id"], version=run["version"],
                            job=run["job_name"], kind="run_cancelled", error="cancelled before it started")
         return True
@@ -168,41 +174,38 @@ class WorkflowRunner:
             event["error"] = error
         self.recorder.emit(event)
         self.recorder.forget(run_id)
-        self.futures.pop(run_id, None)
 
-    def _execute(self, run_id: str, workflow_id: str, version: int, variables: dict) -> None:
-        name = job_name(workflow_id, version)
+    def _execute(self, run_id: str, spec: WorkflowSpec, job: dg.JobDefinition, variables: dict) -> None:
+        workflow_id, version = job.tags["workflow/id"], int(job.tags["workflow/version"])
+        end = {"workflow_id": workflow_id, "version": version, "job": job.name}
         try:
-            spec, job = self.job(workflow_id, version)
             start = next(n.node_id for n in spec.nodes if n.type == "start")
             self.recorder.emit({"type": "run_started", "run_id": run_id, "workflow_id": workflow_id,
-                                "version": version, "job_name": name, "variables": variables,
+                                "version": version, "job_name": job.name, "variables": variables,
                                 "at": time.time()})
             result = job.execute_in_process(
                 run_config={"ops": {start: {"config": {"variables": variables}}}, "loggers": QUIET},
                 instance=self.instance,
                 run_id=run_id, raise_on_error=False, resources={"workflow": self.recorder},
-                tags={"workflow/id": workflow_id, "workflow/version": str(version), "workflow/source": "api"})
-        except Exception as error:  # compilation or the instance failed: the run still ends
+                tags={"workflow/source": "api"})
+        except Exception as error:  # the instance failed: the run still ends
             log.exception("workflow run %s could not execute", run_id)
-            self._emit_end(run_id, workflow_id=workflow_id, version=version, job=name, kind="run_failed",
-                           error=f"{type(error).__name__}: {error}")
+            self._emit_end(run_id, **end, kind="run_failed", error=f"{type(error).__name__}: {error}")
             return
-        if self.recorder.cancel_event(run_id).is_set():
-            self._emit_end(run_id, workflow_id=workflow_id, version=version, job=name, kind="run_cancelled",
-                           error="cancelled")
-        elif result.success:
-            self._emit_end(run_id, workflow_id=workflow_id, version=version, job=name, kind="run_completed")
+        if result.success:  # a cancel that came after the last node changes nothing
+            self._emit_end(run_id, **end, kind="run_completed")
+        elif self.recorder.cancel_event(run_id).is_set():
+            self._emit_end(run_id, **end, kind="run_cancelled", error="cancelled")
         else:
-            self._emit_end(run_id, workflow_id=workflow_id, version=version, job=name, kind="run_failed",
-                           error=self._failure(run_id))
+            self._emit_end(run_id, **end, kind="run_failed", error=self._failure(run_id))
 
     def _failure(self, run_id: str) -> str:
         return (self.store.last_failure(run_id)
                 or "the run failed before any node ran (see the Dagster run's logs)")
 
     def shutdown(self) -> None:
+        """Cancel every run of this process (queued ones end CANCELLED at once) and wait for them."""
         for run_id in list(self.futures):
-            self.recorder.cancel(run_id)
+            self.cancel(run_id)
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)

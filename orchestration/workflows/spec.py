@@ -19,8 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 NODE_TYPES = ("start", "end", "task", "parallel", "join", "switch", "timer", "subworkflow")
 EXECUTORS = ("python", "http", "container", "external")
-#: Dagster op names must match ``^[A-Za-z0-9_]+$``; node ids become op names.
-NODE_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+#: Dagster op names must match ``^[A-Za-z0-9_]+$``; node ids become op names. Inside a subworkflow an
+#: op is named ``<subworkflow node id>__<inner id>`` and the compiler maps ``__`` back to ``.`` for the
+#: node ids of events (``sub.inner``), so ``__`` is refused in a node id (a top-level ``a__b`` would show
+#: up as ``a.b``, and SLA checks would miss it), and so is a trailing ``_`` (``s_`` + ``__`` + ``a`` reads
+#: back as ``s._a``).
+NODE_ID_PATTERN = r"^(?!.*__)[A-Za-z_][A-Za-z0-9_]{0,63}(?<!_)$"
 MAX_SPEC_BYTES = 256 * 1024
 MAX_NODES = 1000
 
@@ -80,6 +84,3 @@ class WorkflowSpec(BaseModel):
     variables: dict[str, Any] = Field(default_factory=dict)
     sla_seconds: float | None = Field(None, gt=0)
     tags: dict[str, str] = Field(default_factory=dict)
-
-    def node(self, node_id: str) -> Node | None:
-        return next((n for n in self.nodes if n.node_id == node_id), None)

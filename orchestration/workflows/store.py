@@ -93,6 +93,9 @@ workflow_events = Table(
     Column("node_id", String(64), nullable=True),
     Column("event", JSON, nullable=False),
     Column("at", Float, nullable=False),
+    # AUTOINCREMENT on SQLite: a seq is never reused after retention deletes the newest events, so
+    # WebSocket subscribers and ?since= never mistake a new event for one they already have.
+    sqlite_autoincrement=True,
 )
 
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"
@@ -199,14 +202,23 @@ class WorkflowStore:
                      "updated_at": r.updated_at, "created_by": r.created_by}
                     for r in conn.execute(query)]
 
-    def versions(self, workflow_id: str) -> list[dict[str, Any]]:
+    def versions(self, workflow_id: str, with_specs: bool = False) -> list[dict[str, Any]]:
         with self.reader.connect() as conn:
             rows = conn.execute(select(workflow_versions)
                                 .where(workflow_versions.c.workflow_id == workflow_id)
                                 .order_by(workflow_versions.c.version)).all()
         return [{"version": r.version, "created_at": r.created_at, "created_by": r.created_by,
-                 "comment": r.comment, "name": r.spec.get("name"), "nodes": len(r.spec.get("nodes", []))}
+                 "comment": r.comment, "name": r.spec.get("name"), "nodes": len(r.spec.get("nodes", [])),
+                 **({"spec": r.spec} if with_specs else {})}
                 for r in rows]
+
+    def version_spec(self, workflow_id: str, version: int) -> dict | None:
+        """A version's spec, even after its workflow was deleted (runs of it stay checkable)."""
+        with self.reader.connect() as conn:
+            row = conn.execute(select(workflow_versions.c.spec).where(
+                workflow_versions.c.workflow_id == workflow_id,
+                workflow_versions.c.version == version)).first()
+        return row.spec if row else None
 
     def spec(self, workflow_id: str, version: int | None = None) -> dict | None:
         found = self.get(workflow_id, version)
@@ -228,6 +240,13 @@ class WorkflowStore:
             rows = conn.execute(select(workflow_templates).order_by(workflow_templates.c.name)).all()
         return {r.name: {"name": r.name, "template": r.template, "description": r.description,
                          "created_at": r.created_at, "created_by": r.created_by} for r in rows}
+
+    def templates_stamp(self) -> tuple[int, float]:
+        """Changes whenever a template is saved or deleted: what compiled jobs are keyed by."""
+        with self.reader.connect() as conn:
+            count, newest = conn.execute(
+                select(func.count(), func.max(workflow_templates.c.created_at))).one()
+        return count, newest or 0.0
 
     def delete_template(self, name: str, actor: str) -> bool:
         with self.engine.begin() as conn:
@@ -262,33 +281,18 @@ class WorkflowStore:
             row = conn.execute(select(workflow_runs).where(workflow_runs.c.run_id == run_id)).first()
         return _run_dict(row) if row else None
 
-    def runs(self, workflow_id: str | None = None, status: str | None = None, limit: int = 100) -> list[dict]:
+    def runs(self, workflow_id: str | None = None, status: str | tuple[str, ...] | None = None,
+             limit: int = 100, actor: str | None = None) -> list[dict]:
         query = select(workflow_runs).order_by(workflow_runs.c.created_at.desc()).limit(limit)
         if workflow_id:
             query = query.where(workflow_runs.c.workflow_id == workflow_id)
         if status:
-            query = query.where(workflow_runs.c.status == status)
+            statuses = (status,) if isinstance(status, str) else status
+            query = query.where(workflow_runs.c.status.in_(statuses))
+        if actor:
+            query = query.where(workflow_runs.c.actor == actor)
         with self.reader.connect() as conn:
             return [_run_dict(r) for r in conn.execute(query)]
-
-    def set_status(self, run_id: str, status: str, at: float, error: str | None = None,
-                   results: dict[str, Any] | None = None) -> None:
-        values: dict[str, Any] = {"status": status}
-        if results is not None:
-            values["results"] = results
-        if status == RUNNING:
-            values["started_at"] = at
-        if status in FINISHED:
-            values["finished_at"] = at
-        if error is not None:
-            values["error"] = error[:5000]
-        query = update(workflow_runs).where(workflow_runs.c.run_id == run_id)
-        if status in FINISHED:  # a finished run stays finished (cancel racing completion)
-            query = query.where(workflow_runs.c.status.not_in(FINISHED))
-        elif status == RUNNING:  # and a late start never reopens it
-            query = query.where(workflow_runs.c.status == PENDING)
-        with self.engine.begin() as conn:
-            conn.execute(query.values(**values))
 
     def count_active(self) -> int:
         with self.reader.connect() as conn:
@@ -307,9 +311,15 @@ class WorkflowStore:
                          .values(sla_checked=True))
 
     # -------------------------------------------------------------------------------- events
-    def append_event(self, event: dict[str, Any]) -> int:
-        """Store one run event; returns its ``seq``. The event's own dict gains ``seq``."""
+    def append_event(self, event: dict[str, Any], status: str | None = None,
+                     results: dict[str, Any] | None = None) -> int:
+        """Store one run event; returns its ``seq``. The event's own dict gains ``seq``. With
+        ``status``, the run moves to it in the same transaction: whoever sees the end event sees
+        the final record, and the other way round."""
         with self.engine.begin() as conn:
+            if status is not None:
+                conn.execute(_status_update(event["run_id"], status, event["at"], event.get("error"),
+                                            results))
             seq = conn.execute(insert(workflow_events).values(
                 run_id=event["run_id"], type=event["type"], node_id=event.get("node_id"), event=event,
                 at=event["at"])).inserted_primary_key[0]
@@ -348,12 +358,23 @@ class WorkflowStore:
                                 .limit(limit)).all()
         return [{**r.event, "seq": r.seq} for r in rows]
 
-    def run_events(self, run_id: str) -> list[dict]:
+    def run_events(self, run_id: str, after: int = 0) -> list[dict]:
+        """A run's events in order (those after seq ``after``)."""
         with self.reader.connect() as conn:
             rows = conn.execute(select(workflow_events.c.seq, workflow_events.c.event)
-                                .where(workflow_events.c.run_id == run_id)
+                                .where(workflow_events.c.run_id == run_id, workflow_events.c.seq > after)
                                 .order_by(workflow_events.c.seq)).all()
         return [{**r.event, "seq": r.seq} for r in rows]
+
+    def node_results(self, run_id: str) -> dict[str, Any]:
+        """node_id -> result of each node that completed with one, from the run's events (so a run
+        executed by any process, or one still going, has them)."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(select(workflow_events.c.event).where(
+                workflow_events.c.run_id == run_id, workflow_events.c.type == "node_end")
+                .order_by(workflow_events.c.seq)).all()
+        return {r.event["node_id"]: r.event["result"] for r in rows
+                if r.event.get("status") == COMPLETED and "result" in r.event}
 
     # ------------------------------------------------------------------------------ retention
     def cleanup(self, older_than: float) -> dict[str, int]:
@@ -376,6 +397,27 @@ class StaleVersion(Exception):
     def __init__(self, workflow_id: str, expected: int, latest: int) -> None:
         super().__init__(f"workflow {workflow_id} is at version {latest}, not {expected}")
         self.latest = latest
+
+
+def _status_update(run_id: str, status: str, at: float, error: str | None = None,
+                   results: dict[str, Any] | None = None):
+    """The UPDATE that moves a run to ``status``, guarded so that a finished run stays finished
+    (a cancel racing completion) and a late start never reopens one."""
+    values: dict[str, Any] = {"status": status}
+    if results is not None:
+        values["results"] = results
+    if status == RUNNING:
+        values["started_at"] = at
+    if status in FINISHED:
+        values["finished_at"] = at
+    if error is not None:
+        values["error"] = error[:5000]
+    query = update(workflow_runs).where(workflow_runs.c.run_id == run_id)
+    if status in FINISHED:  # a finished run stays finished (cancel racing completion)
+        query = query.where(workflow_runs.c.status.not_in(FINISHED))
+    elif status == RUNNING:  # and a late start never reopens it
+        query = query.where(workflow_runs.c.status == PENDING)
+    return query.values(**values)
 
 
 def _run_dict(row) -> dict[str, Any]:

@@ -47,6 +47,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, Status, StatusCode
 
+from orchestration.workflows.store import RUN_END
+
 __all__ = [
     "DEFAULT_SERVICE_NAME",
     "JAEGER_AGENT_PORT",
@@ -70,7 +72,6 @@ TRACER_NAME = "orchestration.workflows"
 
 _ENV_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 _ENV_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
-_RUN_END_STATUS = {"run_completed": "COMPLETED", "run_failed": "FAILED", "run_cancelled": "CANCELLED"}
 
 
 def otlp_endpoint(endpoint: str | None, jaeger_host: str | None, jaeger_port: int | None) -> str | None:
@@ -155,22 +156,29 @@ _ToEnd = list[tuple[Span, int]]
 
 
 class WorkflowTracing:
-    """Turns workflow run events into spans on its own tracer provider (``None``: tracing off)."""
+    """Turns workflow run events into spans on its own tracer provider; off until :meth:`configure`
+    gives it one."""
 
-    def __init__(self, provider: TracerProvider | None = None, *, max_open_runs: int = MAX_OPEN_RUNS):
+    def __init__(self, *, max_open_runs: int = MAX_OPEN_RUNS):
         self._lock = threading.Lock()
-        self._provider = provider
-        self._tracer: trace.Tracer | None = provider.get_tracer(TRACER_NAME) if provider else None
+        self._provider: TracerProvider | None = None
+        self._tracer: trace.Tracer | None = None
         self._max_open_runs = max(1, int(max_open_runs))
         #: open run spans by run_id, oldest first (evicted first past the cap)
         self._runs: OrderedDict[str, _OpenRun] = OrderedDict()
         #: span contexts of ended runs, so a late node_end still gets the right parent
         self._ended: OrderedDict[str, SpanContext] = OrderedDict()
         self._description: dict[str, Any] = {
-            "enabled": provider is not None,
-            "service_name": _service_name(provider),
-            "exporter": "provider" if provider is not None else None,
+            "enabled": False,
+            "service_name": None,
+            "exporter": None,
             "endpoint": None,
+        }
+        #: node event type -> its handler (see the handlers' comment)
+        self._node_events = {
+            "node_start": self._node_start,
+            "node_end": self._node_end,
+            "node_retry": self._node_retry,
         }
 
     # --- configuration ---------------------------------------------------------------------------
@@ -178,10 +186,6 @@ class WorkflowTracing:
     @property
     def enabled(self) -> bool:
         return self._tracer is not None
-
-    @property
-    def provider(self) -> TracerProvider | None:
-        return self._provider
 
     @property
     def description(self) -> dict[str, Any]:
@@ -235,11 +239,6 @@ class WorkflowTracing:
         log.info("workflow tracing: %s", description)
         return dict(description)
 
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Export what the provider holds now (spans still open are not touched)."""
-        provider = self._provider
-        return provider.force_flush(timeout_millis) if provider is not None else True
-
     def shutdown(self) -> None:
         """End every open span (marked abandoned), flush and shut the provider down; tracing is off after."""
         with self._lock:
@@ -272,6 +271,7 @@ class WorkflowTracing:
         if not kind or run_id is None:
             return
         run_id = str(run_id)
+        node_id = event.get("node_id")
         at = _ns(event)
         to_end: _ToEnd = []
         with self._lock:
@@ -279,20 +279,17 @@ class WorkflowTracing:
             if tracer is None:
                 return
             if run_id in self._ended:  # the run is over: only a late node_end still makes a span
-                if kind == "node_end" and event.get("node_id") is not None:
-                    parent = trace.set_span_in_context(NonRecordingSpan(self._ended[run_id]))
-                    span = self._start_node(tracer, parent, event, at - _duration_ns(event))
-                    to_end.append((span, self._finish_node(span, event, at - _duration_ns(event), at)))
+                if kind == "node_end" and node_id is not None:
+                    parent = NonRecordingSpan(self._ended[run_id])
+                    self._end_unstarted_node(tracer, parent, event, at, to_end)
             elif kind == "run_started":
                 self._run(tracer, run_id, event, at, to_end)
-            elif kind in _RUN_END_STATUS:
-                self._end_run(tracer, run_id, event, at, _RUN_END_STATUS[kind], to_end)
-            elif kind == "node_start":
-                self._node_start(tracer, run_id, event, at, to_end)
-            elif kind == "node_end":
-                self._node_end(tracer, run_id, event, at, to_end)
-            elif kind == "node_retry":
-                self._node_retry(tracer, run_id, event, at, to_end)
+            elif kind in RUN_END:
+                self._end_run(tracer, run_id, event, at, RUN_END[kind], to_end)
+            elif kind in self._node_events:
+                if node_id is not None:  # (a node event without a node id is dropped)
+                    run = self._run(tracer, run_id, event, at, to_end)
+                    self._node_events[kind](tracer, run, str(node_id), event, at, to_end)
             elif kind == "sla_violation":
                 self._sla(tracer, run_id, event, at, to_end)
         _end_all(to_end)
@@ -351,42 +348,51 @@ class WorkflowTracing:
             run.span.set_status(Status(StatusCode.OK))
         to_end.append((run.span, at))
 
+    # The node event handlers get the open run and the event's node id (never None).
+
     def _node_start(
-        self, tracer: trace.Tracer, run_id: str, event: Mapping[str, Any], at: int, to_end: _ToEnd
+        self, tracer: trace.Tracer, run: _OpenRun, node_id: str, event: Mapping[str, Any], at: int, _: _ToEnd
     ) -> None:
-        node_id = event.get("node_id")
-        if node_id is None:
-            return
-        run = self._run(tracer, run_id, event, at, to_end)
-        key = (str(node_id), _attempt(event))
+        key = (node_id, _attempt(event))
         if key in run.nodes:
             return  # a duplicate start: keep the first
         parent = trace.set_span_in_context(run.span)
         run.nodes[key] = _OpenNode(self._start_node(tracer, parent, event, at), at)
 
     def _node_end(
-        self, tracer: trace.Tracer, run_id: str, event: Mapping[str, Any], at: int, to_end: _ToEnd
+        self,
+        tracer: trace.Tracer,
+        run: _OpenRun,
+        node_id: str,
+        event: Mapping[str, Any],
+        at: int,
+        to_end: _ToEnd,
     ) -> None:
-        node_id = event.get("node_id")
-        if node_id is None:
+        open_node = run.nodes.pop((node_id, _attempt(event)), None)
+        if open_node is None:
+            self._end_unstarted_node(tracer, run.span, event, at, to_end)
             return
-        run = self._run(tracer, run_id, event, at, to_end)
-        open_node = run.nodes.pop((str(node_id), _attempt(event)), None)
-        if open_node is None:  # no node_start seen: the span starts duration_ms before the end
-            start = at - _duration_ns(event)
-            open_node = _OpenNode(
-                self._start_node(tracer, trace.set_span_in_context(run.span), event, start), start
-            )
         to_end.append((open_node.span, self._finish_node(open_node.span, event, open_node.start_ns, at)))
 
+    def _end_unstarted_node(
+        self, tracer: trace.Tracer, parent: Span, event: Mapping[str, Any], at: int, to_end: _ToEnd
+    ) -> None:
+        """A node_end without a node_start seen (or after its run ended): the span starts duration_ms
+        before the end."""
+        start = at - _duration_ns(event)
+        span = self._start_node(tracer, trace.set_span_in_context(parent), event, start)
+        to_end.append((span, self._finish_node(span, event, start, at)))
+
     def _node_retry(
-        self, tracer: trace.Tracer, run_id: str, event: Mapping[str, Any], at: int, to_end: _ToEnd
+        self,
+        tracer: trace.Tracer,
+        run: _OpenRun,
+        node_id: str,
+        event: Mapping[str, Any],
+        at: int,
+        to_end: _ToEnd,
     ) -> None:
         """A failed attempt that will be retried: ends the attempt's span if it is still open."""
-        node_id = event.get("node_id")
-        if node_id is None:
-            return
-        run = self._run(tracer, run_id, event, at, to_end)
         attempt = _attempt(event)
         attributes = _attrs(
             node__id=node_id,
@@ -394,7 +400,7 @@ class WorkflowTracing:
             error__message=event.get("error"),
             retry__delay_seconds=event.get("delay_seconds"),
         )
-        open_node = run.nodes.pop((str(node_id), attempt), None)
+        open_node = run.nodes.pop((node_id, attempt), None)
         if open_node is None:  # its node_end already closed it: note the retry on the run
             run.span.add_event("node.retry", attributes, timestamp=at)
             return
@@ -501,11 +507,6 @@ def _end_all(to_end: _ToEnd) -> None:
             span.end(end_time=end)
         except Exception:
             log.warning("workflow tracing: could not end a span", exc_info=True)
-
-
-def _service_name(provider: TracerProvider | None) -> str | None:
-    resource = getattr(provider, "resource", None)
-    return resource.attributes.get(SERVICE_NAME) if resource is not None else None
 
 
 def from_settings(settings: Any) -> WorkflowTracing:

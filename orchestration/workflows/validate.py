@@ -4,7 +4,11 @@
 (or a list of :class:`Problem`); :func:`validate_spec` then reports *every* problem of a shape-correct
 spec, each with the id of the node it concerns (None for workflow-level problems), so the API can
 answer one 422 listing them all. :func:`resolve_template` and :func:`topological_order` are shared with
-the compiler.
+the compiler, :func:`node_graph` with the preview.
+
+A task's executor config is checked by the executor's own checks
+(:func:`orchestration.workflows.executors.config_problems`), so a spec that validates is not refused
+by its executor later for something validation could have seen.
 
 Security: a ``python`` task's module is imported here (to check that its callable exists) only when
 the module is inside ``allowed_modules``; nothing outside the allowlist is ever imported.
@@ -13,19 +17,17 @@ the module is inside ``allowed_modules``; nothing outside the allowlist is ever 
 from __future__ import annotations
 
 import heapq
-import importlib
 import json
 import re
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
 from orchestration.workflows import expressions
-from orchestration.workflows.executors import host_matches, module_allowed
+from orchestration.workflows.executors import config_problems
 from orchestration.workflows.spec import (
     EXECUTORS,
     MAX_SPEC_BYTES,
@@ -38,22 +40,20 @@ from orchestration.workflows.spec import (
 )
 
 __all__ = [
-    "HTTP_METHODS",
     "MAX_SUBWORKFLOW_DEPTH",
     "Problem",
+    "node_graph",
     "parse_spec",
     "resolve_template",
     "topological_order",
     "validate_spec",
 ]
 
-HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 #: How deep subworkflows may nest (a chain longer than this is reported, not walked further).
 MAX_SUBWORKFLOW_DEPTH = 32
 MAX_TIMER_SECONDS = 86_400
 
 _NODE_ID_RE = re.compile(NODE_ID_PATTERN)
-_IDENTIFIER_PATH_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 ResolveWorkflow = Callable[[str, int | None], WorkflowSpec | None]
 
@@ -166,16 +166,28 @@ def resolve_template(
 
 
 # -------------------------------------------------------------------------------------------- graph
-def _graph(spec: WorkflowSpec) -> tuple[list[str], dict[str, list[str]]]:
-    """Node ids in spec order (first occurrence of each) and successors over edges between known
-    nodes (duplicates and self-loops kept: a self-loop is a cycle)."""
+def node_graph(
+    spec: WorkflowSpec, *, unique_ids: bool = False
+) -> tuple[list[str], dict[str, list[str]], dict[str, list[str]]]:
+    """``(ids, successors, predecessors)``: node ids in spec order (first occurrence of each) and each
+    node's successors / predecessors in edge order, over edges between known nodes (an edge repeated
+    counts once; a self-loop is kept: it is a cycle). ``unique_ids``: a duplicate node id raises
+    ValueError instead of being folded into its first occurrence."""
     ids = list(dict.fromkeys(n.node_id for n in spec.nodes))
-    known = set(ids)
+    if unique_ids and len(ids) < len(spec.nodes):
+        seen: set[str] = set()
+        for node in spec.nodes:
+            if node.node_id in seen:
+                raise ValueError(f"duplicate node id {node.node_id!r}")
+            seen.add(node.node_id)
     successors: dict[str, list[str]] = {node_id: [] for node_id in ids}
+    predecessors: dict[str, list[str]] = {node_id: [] for node_id in ids}
     for edge in spec.edges:
-        if edge.source in known and edge.target in known and edge.target not in successors[edge.source]:
+        known = edge.source in successors and edge.target in successors
+        if known and edge.target not in successors[edge.source]:
             successors[edge.source].append(edge.target)
-    return ids, successors
+            predecessors[edge.target].append(edge.source)
+    return ids, successors, predecessors
 
 
 def topological_order(spec: WorkflowSpec) -> list[str]:
@@ -183,7 +195,7 @@ def topological_order(spec: WorkflowSpec) -> list[str]:
 
     Edges that point at unknown nodes are ignored. Raises ValueError naming a cycle if there is one.
     """
-    ids, successors = _graph(spec)
+    ids, successors, _ = node_graph(spec)
     position = {node_id: i for i, node_id in enumerate(ids)}
     indegree = dict.fromkeys(ids, 0)
     for targets in successors.values():
@@ -344,7 +356,7 @@ class _Validator:
                 self.add(
                     node.node_id,
                     f"node id {node.node_id!r} must match {NODE_ID_PATTERN} (a letter or underscore, then "
-                    "letters, digits or underscores; at most 64 characters)",
+                    "letters, digits or underscores, at most 64 characters; no '__' and no '_' at the end)",
                 )
             if node.node_id in first_index:
                 self.add(
@@ -513,96 +525,11 @@ class _Validator:
         if executor not in EXECUTORS:
             self.add(node.node_id, f"unknown executor {executor!r}; known executors: {', '.join(EXECUTORS)}")
             return
-        check = {
-            "python": self.python_config,
-            "http": self.http_config,
-            "container": self.container_config,
-            "external": self.external_config,
-        }[executor]
-        for message in check(template.config):
-            self.add(node.node_id, f"{executor} executor: {message}")
-
-    def python_config(self, config: Mapping[str, Any]) -> list[str]:
-        target = config.get("callable")
-        if target is None:
-            return ["config.callable is required ('module:function')"]
-        if not isinstance(target, str) or target.count(":") != 1:
-            return [f"config.callable must be 'module:function', not {target!r}"]
-        module, function = target.split(":")
-        if not _IDENTIFIER_PATH_RE.fullmatch(module) or not _IDENTIFIER_PATH_RE.fullmatch(function):
-            return [f"config.callable must be 'module:function' (dotted names), not {target!r}"]
-        if any(part.startswith("__") for part in function.split(".")):
-            return [f"config.callable {target!r}: double-underscore attributes are refused"]
-        if not module_allowed(module, self.allowed_modules):
-            allowed = ", ".join(self.allowed_modules) or "none (the allowlist is empty)"
-            return [f"module {module!r} is outside the allowed modules ({allowed})"]
-        try:
-            value: Any = importlib.import_module(module)
-        except Exception as exc:  # ImportError, or whatever the module raises while importing
-            return [f"can't import {module!r}: {type(exc).__name__}: {exc}"]
-        for part in function.split("."):
-            try:
-                value = getattr(value, part)
-            except AttributeError:
-                return [f"{module!r} has no attribute {function!r}"]
-        if not callable(value):
-            return [f"{target!r} is not callable (it is a {type(value).__name__})"]
-        return []
-
-    def url_problems(self, config: Mapping[str, Any]) -> list[str]:
-        url = config.get("url")
-        if url is None:
-            return ["config.url is required"]
-        if not isinstance(url, str):
-            return [f"config.url must be a string, not {type(url).__name__}"]
-        try:
-            parts = urlsplit(url)
-            host = parts.hostname
-            parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError as exc:
-            return [f"config.url {url!r} is not a valid URL: {exc}"]
-        if parts.scheme not in ("http", "https"):
-            return [f"config.url {url!r} must use http or https"]
-        if not host:
-            return [f"config.url {url!r} has no host"]
-        if not host_matches(host, self.url_hosts):
-            allowed = ", ".join(self.url_hosts) or "none (the allowlist is empty)"
-            return [f"host {host!r} is not in the allowed URL hosts ({allowed})"]
-        return []
-
-    def http_config(self, config: Mapping[str, Any]) -> list[str]:
-        messages = self.url_problems(config)
-        method = config.get("method", "POST")
-        if not isinstance(method, str) or method.upper() not in HTTP_METHODS:
-            messages.append(f"config.method must be one of {', '.join(HTTP_METHODS)}, not {method!r}")
-        headers = config.get("headers", {})
-        if not isinstance(headers, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        # The executor's own checks, so what validates here passes them again at run time.
+        for message in config_problems(
+            executor, template.config, module_prefixes=self.allowed_modules, url_hosts=self.url_hosts
         ):
-            messages.append("config.headers must be an object of string names to string values")
-        return messages
-
-    def container_config(self, config: Mapping[str, Any]) -> list[str]:
-        messages = []
-        image = config.get("image")
-        if not isinstance(image, str) or not image.strip():
-            messages.append("config.image is required (a non-empty string)")
-        command = config.get("command")
-        if isinstance(command, str):
-            if not command.strip():
-                messages.append("config.command must not be empty")
-        elif not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):
-            messages.append("config.command is required: a non-empty list of strings (or a string)")
-        return messages
-
-    def external_config(self, config: Mapping[str, Any]) -> list[str]:
-        messages = self.url_problems(config)
-        payload = config.get("payload_template")
-        if payload is not None and not isinstance(payload, dict | str):
-            messages.append(
-                f"config.payload_template must be an object or a string, not {type(payload).__name__}"
-            )
-        return messages
+            self.add(node.node_id, message)
 
     # -- subworkflows -----------------------------------------------------------------------------
     def check_subworkflow(self, node: Node) -> None:

@@ -9,7 +9,7 @@ from fastapi import Depends, HTTPException, Request
 
 from api.config.routes.common import TimedRoute
 from api.workflows.plane import WorkflowsPlane, workflows_plane
-from orchestration.workflows.spec import MAX_SPEC_BYTES, WorkflowSpec
+from orchestration.workflows.spec import WorkflowSpec
 from orchestration.workflows.validate import Problem, parse_spec, validate_spec
 
 
@@ -28,10 +28,9 @@ async def get_plane(request: Request) -> WorkflowsPlane:
 Plane = Annotated[WorkflowsPlane, Depends(get_plane)]
 
 
-def problems_of(plane: WorkflowsPlane, raw: Any, workflow_id: str | None = None,
-                size: int | None = None) -> tuple[WorkflowSpec | None, list[Problem]]:
-    if size is not None and size > MAX_SPEC_BYTES:
-        return None, [Problem(None, f"spec is {size} bytes; the limit is {MAX_SPEC_BYTES}")]
+def problems_of(plane: WorkflowsPlane, raw: Any,
+                workflow_id: str | None = None) -> tuple[WorkflowSpec | None, list[Problem]]:
+    """Every problem of a spec; its size is measured by parse_spec (each spec of an import alone)."""
     spec, problems = parse_spec(raw)
     if spec is None:
         return None, problems
@@ -44,11 +43,9 @@ def problems_of(plane: WorkflowsPlane, raw: Any, workflow_id: str | None = None,
     return spec, problems
 
 
-async def valid_spec(plane: WorkflowsPlane, request: Request, raw: Any,
-                     workflow_id: str | None = None) -> WorkflowSpec:
+def valid_spec(plane: WorkflowsPlane, raw: Any, workflow_id: str | None = None) -> WorkflowSpec:
     """The spec, or a 422 ``{"message", "problems": [{"node_id", "message"}]}``."""
-    size = len(await request.body())
-    spec, problems = problems_of(plane, raw, workflow_id, size)
+    spec, problems = problems_of(plane, raw, workflow_id)
     if problems or spec is None:
         raise HTTPException(422, {"message": f"the workflow spec has {len(problems)} problem(s)",
                                   "problems": [p.as_dict() for p in problems]})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Query, Request
+from fastapi import APIRouter, Body, HTTPException, Query
 
 from api.config.routes.common import IfMatch, expected_version
 from api.deps import Operator, Viewer
@@ -27,8 +27,8 @@ def _stored(spec: WorkflowSpec) -> dict[str, Any]:
 
 
 @router.post("/", status_code=201, summary="Create a workflow (validated; 422 lists every problem)")
-async def create_workflow(plane: Plane, caller: Operator, request: Request, raw: SpecBody):
-    spec = await valid_spec(plane, request, raw)
+async def create_workflow(plane: Plane, caller: Operator, raw: SpecBody):
+    spec = valid_spec(plane, raw)
     return plane.store.create(_stored(spec), caller.name)
 
 
@@ -39,19 +39,19 @@ async def list_workflows(plane: Plane, _: Viewer,
 
 
 @router.post("/validate", response_model=Problems, summary="Validate a spec without storing it")
-async def validate(plane: Plane, _: Viewer, request: Request, raw: SpecBody):
-    _, problems = problems_of(plane, raw, size=len(await request.body()))
+async def validate(plane: Plane, _: Viewer, raw: SpecBody):
+    _, problems = problems_of(plane, raw)
     return {"valid": not problems, "problems": [p.as_dict() for p in problems]}
 
 
 @router.post("/preview", summary="Nodes with layered layout coordinates and edges, for a UI")
-async def preview_spec(plane: Plane, _: Viewer, request: Request, raw: SpecBody):
-    return layout(await valid_spec(plane, request, raw))
+async def preview_spec(plane: Plane, _: Viewer, raw: SpecBody):
+    return layout(valid_spec(plane, raw))
 
 
 @router.post("/import", status_code=201,
              summary="Import an export document (or a bare spec) as a new workflow")
-async def import_workflow(plane: Plane, caller: Operator, request: Request, raw: SpecBody):
+async def import_workflow(plane: Plane, caller: Operator, raw: SpecBody):
     if raw.get("format") == EXPORT_FORMAT:
         versions = raw.get("versions")
         if not isinstance(versions, list) or not versions:
@@ -60,9 +60,9 @@ async def import_workflow(plane: Plane, caller: Operator, request: Request, raw:
         for entry in versions:
             if not isinstance(entry, dict) or not isinstance(entry.get("spec"), dict):
                 raise HTTPException(422, "each version of an export document needs a 'spec' object")
-            specs.append(_stored(await valid_spec(plane, request, entry["spec"])))
+            specs.append(_stored(valid_spec(plane, entry["spec"])))
     else:
-        specs = [_stored(await valid_spec(plane, request, raw))]
+        specs = [_stored(valid_spec(plane, raw))]
     created = plane.store.create(specs[0], caller.name, comment="imported")
     for spec in specs[1:]:
         created = plane.store.update(created["workflow_id"], spec, caller.name, comment="imported")
@@ -76,11 +76,11 @@ async def get_workflow(plane: Plane, _: Viewer, workflow_id: str, version: Versi
 
 
 @router.put("/{workflow_id}", summary="Update: a new version (old versions stay runnable); If-Match -> 409")
-async def update_workflow(plane: Plane, caller: Operator, request: Request, workflow_id: str, raw: SpecBody,
+async def update_workflow(plane: Plane, caller: Operator, workflow_id: str, raw: SpecBody,
                           if_match: IfMatch = None,
                           comment: Annotated[str | None, Query(max_length=1000)] = None):
     found(plane.store.get(workflow_id), f"workflow {workflow_id}")
-    spec = await valid_spec(plane, request, raw, workflow_id=workflow_id)
+    spec = valid_spec(plane, raw, workflow_id=workflow_id)
     try:
         updated = plane.store.update(workflow_id, _stored(spec), caller.name, comment=comment,
                                      expected_version=expected_version(if_match, None))
@@ -104,10 +104,8 @@ async def list_versions(plane: Plane, _: Viewer, workflow_id: str):
 @router.get("/{workflow_id}/export", summary="Every version as one JSON document (import takes it back)")
 async def export_workflow(plane: Plane, _: Viewer, workflow_id: str):
     current = found(plane.store.get(workflow_id), f"workflow {workflow_id}")
-    versions = [{**meta, "spec": plane.store.spec(workflow_id, meta["version"])}
-                for meta in plane.store.versions(workflow_id)]
     return {"format": EXPORT_FORMAT, "workflow_id": workflow_id, "name": current["name"],
-            "versions": versions}
+            "versions": plane.store.versions(workflow_id, with_specs=True)}
 
 
 @router.get("/{workflow_id}/preview", summary="Layout of a stored version, for a UI")

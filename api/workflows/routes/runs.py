@@ -7,7 +7,7 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from api.deps import Operator, Viewer
 from api.workflows.routes.common import Plane, WorkflowsRoute, found
@@ -22,15 +22,13 @@ STATUS_PATTERN = "^(PENDING|RUNNING|COMPLETED|FAILED|CANCELLED)$"
 @router.post("/run/start", status_code=202,
              summary="Start a run of a workflow version (PENDING until a slot frees)")
 async def start_run(plane: Plane, caller: Operator, body: RunStart):
-    current = found(plane.store.get(body.workflow_id), f"workflow {body.workflow_id}")
-    version = body.version or current["latest_version"]
-    found(plane.store.spec(body.workflow_id, version), f"workflow {body.workflow_id} v{version}")
     try:
-        run = await asyncio.to_thread(plane.runner.start, body.workflow_id, version, body.input_variables,
-                                      caller.name)
+        return await asyncio.to_thread(plane.runner.start, body.workflow_id, body.version,
+                                       body.input_variables, caller.name)
+    except KeyError as error:  # unknown workflow or version
+        raise HTTPException(404, error.args[0]) from None
     except ValueError as error:  # a template or subworkflow it references was deleted since
         raise HTTPException(422, str(error)) from None
-    return run
 
 
 @router.get("/runs", summary="Runs, newest first")
@@ -55,8 +53,8 @@ async def get_run(plane: Plane, _: Viewer, run_id: str):
         elif event["type"] == "node_end" and node in nodes:
             nodes[node].update(status=event["status"], finished_at=event["at"],
                                duration_ms=event.get("duration_ms"), error=event.get("error"))
-    # A run still going has its results in its node_end events only (written to the record at its end).
-    return {**run, "results": run["results"] or results, "nodes": list(nodes.values())}
+    # From the events, which have them while the run goes on (the record gets them at its end).
+    return {**run, "results": results, "nodes": list(nodes.values())}
 
 
 @router.get("/run/{run_id}/logs",
@@ -65,23 +63,20 @@ async def run_logs(plane: Plane, _: Viewer, run_id: str, stream: bool = False):
     found(plane.store.run(run_id), f"run {run_id}")
     path = plane.store.run_log_path(run_id)
     if not stream:
-        data = path.read_bytes() if path.exists() else b""
-        return StreamingResponse(iter([data]), media_type="application/x-ndjson",
-                                 headers={"Content-Disposition": f'attachment; filename="{run_id}.jsonl"'})
+        if not path.exists():  # no event yet (a run waiting for a slot)
+            return Response(b"", media_type="application/x-ndjson")
+        return FileResponse(path, media_type="application/x-ndjson", filename=f"{run_id}.jsonl")
 
     async def follow():
-        """Every event from the store in order, then new ones as they come, until the run ends."""
+        """Every event from the store in order, then new ones as they come, until the run's end
+        event (stored after its record is final)."""
         seq = 0
         while True:
-            events = await asyncio.to_thread(plane.store.run_events, run_id)
-            for event in events:
-                if event["seq"] > seq:
-                    seq = event["seq"]
-                    yield (json.dumps(event, default=str) + "\n").encode()
-            run = await asyncio.to_thread(plane.store.run, run_id)
-            ended = any(e["type"] in RUN_END for e in events)
-            if run is None or (run["status"] in FINISHED and ended):
-                return
+            for event in await asyncio.to_thread(plane.store.run_events, run_id, seq):
+                seq = event["seq"]
+                yield (json.dumps(event, default=str) + "\n").encode()
+                if event["type"] in RUN_END:
+                    return
             await asyncio.sleep(STREAM_POLL_S)
 
     return StreamingResponse(follow(), media_type="application/x-ndjson")
@@ -91,7 +86,10 @@ async def run_logs(plane: Plane, _: Viewer, run_id: str, stream: bool = False):
 async def cancel_run(plane: Plane, caller: Operator, run_id: str):
     run = found(plane.store.run(run_id), f"run {run_id}")
     if not plane.runner.cancel(run_id):
-        raise HTTPException(409, f"run {run_id} already finished ({run['status']})")
+        if run["status"] in FINISHED:
+            raise HTTPException(409, f"run {run_id} already finished ({run['status']})")
+        raise HTTPException(409, f"run {run_id} is executed by another process (an API replica or a "
+                                 "Dagster run worker); cancel it there or in the Dagster UI")
     plane.store.audit({"action": "run_cancel_requested", "run_id": run_id, "actor": caller.name})
     return {"run_id": run_id, "cancel_requested": True}
 
@@ -115,5 +113,4 @@ async def replay(plane: Plane, _: Viewer, run_id: str):
     last = events[-1]["at"] if events else origin
     return {"run_id": run_id, "workflow_id": run["workflow_id"], "version": run["version"],
             "status": run["status"], "started_at": origin, "duration_ms": round((last - origin) * 1000, 3),
-            "events": timeline,
-            "spans": list(spans.values())}
+            "events": timeline, "spans": list(spans.values())}

@@ -20,7 +20,6 @@ async def health(plane: Plane):
 
 @router.get("/metrics", summary="Prometheus text format", response_class=Response)
 async def metrics(plane: Plane, _: Viewer):
-    plane.metrics.ws_connections.set(plane.hub.connections)
     return Response(plane.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -18,7 +18,6 @@ TemplateName = Annotated[str, Path(pattern=TEMPLATE_NAME)]
 async def put_template(plane: Plane, caller: Operator, body: TemplateCreate):
     saved = plane.store.put_template(body.name, body.template.model_dump(mode="json", exclude_none=True),
                                      caller.name, body.description)
-    plane.runner.forget_compiled()  # versions compiled with the old template recompile
     return saved
 
 
@@ -35,5 +34,4 @@ async def get_template(plane: Plane, _: Viewer, name: TemplateName):
 @router.delete("/templates/{name}", summary="Delete a task template")
 async def delete_template(plane: Plane, caller: Operator, name: TemplateName):
     found(plane.store.delete_template(name, caller.name) or None, f"template {name}")
-    plane.runner.forget_compiled()
     return {"deleted": name}

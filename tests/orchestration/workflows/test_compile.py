@@ -131,8 +131,9 @@ def test_a_cancelled_run_stops_and_says_so(runner):
     timer = {"node_id": "wait", "type": "timer", "config": {"seconds": 30}}
     workflow = runner.store.create(chain(START, timer, task("never"), END), "test")
     started = runner.start(workflow["workflow_id"], 1, {}, "test")
-    events = []
+    events, deadline = [], time.monotonic() + 120
     while not any(e["type"] == "node_start" and e["node_id"] == "wait" for e in events):
+        assert time.monotonic() < deadline, events  # a run that failed early must not hang the test
         time.sleep(0.02)
         events = runner.store.run_events(started["run_id"])
     assert runner.cancel(started["run_id"])
@@ -146,17 +147,55 @@ def test_a_cancelled_run_stops_and_says_so(runner):
 def test_the_code_location_exposes_stored_workflows_as_jobs(runner):
     workflow = runner.store.create(chain(START, task("only"), END), "test")
     runner.store.update(workflow["workflow_id"], chain(START, task("only"), task("second"), END), "test")
-    from orchestration.workflows.location import workflow_jobs
+    from orchestration.workflows.location import workflow_jobs, workflow_runs_sensor
 
     jobs = {job.name: job for job in workflow_jobs()}
     assert workflow_job(workflow, version=2) in jobs  # the latest version
+    instance = dg.DagsterInstance.ephemeral()
     result = jobs[workflow_job(workflow, version=2)].execute_in_process(
-        run_config={"ops": {"start": {"config": {"variables": {"k": 1}}}}})
+        run_config={"ops": {"start": {"config": {"variables": {"k": 1}}}}}, instance=instance)
     assert result.success
     recorded = runner.store.run(result.run_id)  # a run launched outside the API is recorded too
-    assert recorded is not None and recorded["workflow_id"] == workflow["workflow_id"]
+    assert recorded["workflow_id"] == workflow["workflow_id"] and recorded["status"] == "RUNNING"
     assert [e["node_id"] for e in runner.store.run_events(result.run_id) if e["type"] == "node_start"] == [
         "start", "only", "second", "end"]
+    # No API runner saw it end: the sensor closes the record, with the results its nodes recorded.
+    workflow_runs_sensor(dg.build_sensor_context(instance=instance))
+    closed = runner.store.run(result.run_id)
+    assert closed["status"] == "COMPLETED"
+    assert closed["results"]["second"]["payload"]["k"] == 1
+
+
+def test_a_changed_template_recompiles_the_versions_that_use_it(runner):
+    runner.store.put_template("greeting", {"executor": "python",
+                                           "config": {"callable": "workflows.tasks:echo"}}, "test")
+    workflow = runner.store.create(chain(START, {"node_id": "hi", "type": "task", "template_ref": "greeting"},
+                                         END), "test")
+    _, first = runner.job(workflow["workflow_id"], 1)
+    assert runner.job(workflow["workflow_id"], 1)[1] is first  # cached while nothing changed
+    # Saved through the store, as another replica would: this runner must notice on its own.
+    runner.store.put_template("greeting", {"executor": "python",
+                                           "config": {"callable": "workflows.tasks:fail"}}, "test")
+    greet = {"node_id": "hi", "type": "task", "template_ref": "greeting"}
+    finished, _ = run(runner, chain(START, greet, END))
+    assert finished["status"] == "FAILED" and "failed on purpose" in finished["error"]
+    assert runner.job(workflow["workflow_id"], 1)[1] is not first
+
+
+def test_shutdown_ends_queued_runs_cancelled(monkeypatch):
+    monkeypatch.setenv("WORKFLOW_MAX_CONCURRENT_RUNS", "1")
+    get_settings.cache_clear()
+    settings = get_settings()
+    store = WorkflowStore.from_settings(settings)
+    one_at_a_time = WorkflowRunner(store, WorkflowRecorder(store, settings), settings)
+    timer = {"node_id": "wait", "type": "timer", "config": {"seconds": 30}}
+    workflow = store.create(chain(START, timer, END), "test")
+    first, queued = (one_at_a_time.start(workflow["workflow_id"], 1, {}, "test") for _ in range(2))
+    assert store.run(queued["run_id"])["status"] == "PENDING"
+    one_at_a_time.shutdown()
+    assert store.run(first["run_id"])["status"] == "CANCELLED"
+    assert store.run(queued["run_id"])["status"] == "CANCELLED"
+    assert one_at_a_time.futures == {}
 
 
 def workflow_job(workflow: dict, version: int = 1) -> str:

@@ -4,6 +4,7 @@ engine), kubectl absent or a fake kubectl script on PATH."""
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import json
 import os
 import socket
@@ -22,11 +23,13 @@ from orchestration.workflows.executors import (
     Cancelled,
     ExecutorError,
     NodeTimeout,
+    check_url,
     execute,
     fill_template,
     host_allowed,
     job_manifest,
     module_allowed,
+    resolve_callable,
 )
 from orchestration.workflows.spec import TaskTemplate
 from prioritymax.settings import Settings
@@ -405,6 +408,32 @@ def test_host_allowed_rules():
     assert not host_allowed("ftp://payment.example.com/", ("*",))
     assert not host_allowed("file:///etc/passwd", ("*",))
     assert not host_allowed("not a url", ("*",))
+    assert not host_allowed("https://payment.example.com:99999/", ("*",))
+
+
+def test_check_url_says_why():
+    hosts = ("allowed.host",)
+    assert check_url("https://allowed.host/x", hosts, "http") == "https://allowed.host/x"
+    for url, reason in [
+        (None, "config.url is required"),
+        ("ftp://allowed.host/", "must use http or https"),
+        ("https:///x", "has no host"),
+        ("http://[::1/", "invalid URL"),
+        ("https://allowed.host:70000/", "port out of range"),
+        ("http://allowed.host@evil.host/", "host 'evil.host' of .* is not allowed"),
+    ]:
+        with pytest.raises(ExecutorError, match=f"^external executor: .*{reason}"):
+            check_url(url, hosts, "external")
+
+
+def test_resolve_callable_is_the_python_executors_rule():
+    from workflows import tasks
+
+    assert resolve_callable("workflows.tasks:echo", ["workflows"]) is tasks.echo
+    with pytest.raises(ExecutorError, match="not a public function name"):
+        resolve_callable("workflows.tasks:time.sleep", ["workflows"])
+    with pytest.raises(ExecutorError, match="config.callable is required"):
+        resolve_callable(None, ["workflows"])
 
 
 def test_http_cancel_while_waiting(server, tmp_path):
@@ -455,6 +484,26 @@ def test_external_default_template(server, tmp_path):
     base, requests = server
     execute(task("external", {"url": f"{base}/json"}), {}, meta("n9"), settings=make_settings(tmp_path))
     assert json.loads(requests[0]["body"]) == {"text": "Workflow wf-1 run run-abc node n9"}
+
+
+def test_external_string_and_list_templates_are_sent_as_json(server, tmp_path):
+    base, requests = server
+    settings = make_settings(tmp_path)
+    execute(
+        task("external", {"url": f"{base}/json", "payload_template": "run {run_id} done"}),
+        {},
+        meta(),
+        settings=settings,
+    )
+    execute(
+        task("external", {"url": f"{base}/json", "payload_template": ["{node_id}", 2]}),
+        {},
+        meta("n7"),
+        settings=settings,
+    )
+    assert [json.loads(r["body"]) for r in requests] == ["run run-abc done", ["n7", 2]]
+    assert [r["headers"]["content-type"] for r in requests] == ["application/json", "application/json"]
+    assert [r["method"] for r in requests] == ["POST", "POST"]
 
 
 def test_external_host_rule_and_error_status(server, tmp_path):
@@ -526,14 +575,34 @@ class FakeContainer:
 
 
 class FakeDockerClient:
+    """``docker.from_env()`` without an engine. ``containers.run`` takes only what the real
+    ``ContainerCollection.run`` takes: its signature, then its keywords as the SDK's own conversion
+    into create arguments accepts them (TypeError otherwise)."""
+
     def __init__(self, container: FakeContainer) -> None:
+        from docker.models.containers import ContainerCollection, _create_container_args
+
         self.container = container
         self.runs: list[tuple] = []
         outer = self
+        signature = inspect.signature(ContainerCollection.run)
 
         class Containers:
-            def run(self, image, command, **kwargs):
-                outer.runs.append((image, command, kwargs))
+            def run(self, *args, **kwargs):
+                bound = signature.bind(self, *args, **kwargs)
+                arguments = bound.arguments
+                extra = dict(arguments.get("kwargs", {}))
+                for handled_by_run in ("stream", "detach", "platform"):
+                    extra.pop(handled_by_run, None)
+                _create_container_args(
+                    {
+                        **extra,
+                        "image": arguments["image"],
+                        "command": arguments.get("command"),
+                        "version": "1.44",
+                    }
+                )
+                outer.runs.append((arguments["image"], arguments.get("command"), arguments.get("kwargs", {})))
                 return outer.container
 
         self.containers = Containers()
@@ -569,6 +638,29 @@ def test_container_docker_flow_with_a_fake_client(tmp_path, fake_docker):
     assert json.loads(kwargs["environment"]["PRIORITYMAX_PAYLOAD"]) == {"order_id": 7}
     assert kwargs["environment"]["PRIORITYMAX_NODE_ID"] == "n1"
     assert client.container.removed
+
+
+def test_the_fake_docker_client_refuses_what_the_sdk_refuses(fake_docker):
+    import docker
+
+    fake_docker(FakeContainer(0, 0.0, b""))
+    containers = docker.from_env().containers
+    with pytest.raises(TypeError, match="envirnoment"):
+        containers.run("alpine", None, envirnoment={}, detach=True)
+    with pytest.raises(TypeError):
+        containers.run("alpine", None, "extra", "positionals", "too", "many")
+    with pytest.raises(TypeError):
+        containers.run(command=["true"])  # no image
+
+
+def test_container_command_with_an_unclosed_quote(tmp_path):
+    with pytest.raises(ExecutorError, match="config.command .* No closing quotation"):
+        execute(
+            task("container", {"image": "alpine", "command": "echo 'oops"}),
+            {},
+            meta(),
+            settings=make_settings(tmp_path),
+        )
 
 
 def test_container_docker_nonzero_exit_and_timeout_remove_the_container(tmp_path, fake_docker):

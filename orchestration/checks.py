@@ -7,17 +7,18 @@ metrics beside the champion's and the thresholds.
 """
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 from pydantic import Field
 
-from ml.sim.config import SimConfig
-from ml.sim.dataset import TARGET
 from orchestration.assets import numbers, predictor_candidate, queue_metrics, rl_agent_evaluation
 from orchestration.resources import MLflowResource, TrainingBudget
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ml.sim.config import SimConfig
 
 
 def _already_champion(candidate: dict, mlflow: MLflowResource) -> dg.AssetCheckResult | None:
@@ -45,24 +46,33 @@ class DataQualityConfig(dg.Config):
     min_rows: int = Field(1440, ge=1, description="at least this many rows (a day of minutes)")
 
 
-def required_columns(config: SimConfig) -> list[str]:
+def required_columns(config: "SimConfig") -> list[str]:
     """What the predictor and the gates read from queue_metrics."""
+    from ml.sim.dataset import TARGET
+
     per_class = [f"{kind}_{name}" for kind in ("arrivals", "queue") for name in config.class_names]
     return ["timestamp", "segment", "arrival_rate", *per_class, "queue_len", "active_workers",
             "utilization", TARGET]
 
 
-def count_columns(config: SimConfig) -> list[str]:
+def count_columns(config: "SimConfig") -> list[str]:
     """Columns that count tasks or workers: never negative."""
+    from ml.sim.dataset import TARGET
+
     per_class = [f"{kind}_{name}" for kind in ("arrivals", "queue", "violations")
                  for name in config.class_names]
     return [*per_class, "queue_len", "active_workers", "warming_workers", TARGET]
 
 
-def quality_report(frame: pd.DataFrame, *, max_gap_hours: float, min_rows: int,
-                   config: SimConfig | None = None) -> dict[str, Any]:
+def quality_report(frame: "pd.DataFrame", *, max_gap_hours: float, min_rows: int,
+                   config: "SimConfig | None" = None) -> dict[str, Any]:
     """Schema, negative counts, missing values, time order and gaps of a queue_metrics frame;
     ``problems`` lists what fails (empty: passed)."""
+    import numpy as np
+    import pandas as pd
+
+    from ml.sim.config import SimConfig
+
     config = config or SimConfig()
     problems: list[str] = []
     missing = [c for c in required_columns(config) if c not in frame.columns]
@@ -109,6 +119,10 @@ def quality_report(frame: pd.DataFrame, *, max_gap_hours: float, min_rows: int,
 @dg.asset_check(asset=queue_metrics, name="data_quality", blocking=True)
 def queue_metrics_data_quality(queue_metrics: dict, config: DataQualityConfig) -> dg.AssetCheckResult:
     """Schema, no negative counts or missing values, time order, and gaps within a bound."""
+    import pandas as pd
+
+    from ml.sim.config import SimConfig
+
     report = quality_report(pd.read_csv(queue_metrics["dataset"]), max_gap_hours=config.max_gap_hours,
                             min_rows=config.min_rows)
     full_day = 86_400 // SimConfig().step_seconds

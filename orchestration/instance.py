@@ -10,8 +10,8 @@ What the file sets:
   of a run of no-op nodes) and has nowhere to send it here.
 - **the run queue**: ``QueuedRunCoordinator`` (``dagster job launch``, the UI, schedules and sensors
   enqueue; ``dagster-daemon run`` dequeues), at most :data:`MAX_CONCURRENT_RUNS` runs at once, and at
-  most one run per value of the :data:`TRAINING_TAG` tag: a job tagged
-  ``{"prioritymax/training": "predictor"}`` never trains alongside another run with that tag value.
+  most one run carrying the :data:`TRAINING_TAG` tag (whatever its value): the training jobs carry it
+  (``orchestration/jobs.py``), so two trainings never share the cores.
 - **run monitoring**: the daemon fails a run whose worker never started or never acknowledged a
   cancel within :data:`MONITOR_TIMEOUT_SECONDS`.
 - **nothing under ``python_logs``**: with handlers there, Dagster calls ``logging.config.dictConfig``
@@ -25,10 +25,13 @@ from pathlib import Path
 
 from prioritymax.files import atomic_path
 
-#: Runs in progress at once; the rest wait in the queue (2 cores here: training runs are CPU-bound).
+#: Runs in progress at once; the rest wait QUEUED. Room for the one training run (the
+#: :data:`TRAINING_TAG` limit) beside the light ones: gating, promotion, workflow jobs.
 MAX_CONCURRENT_RUNS = 4
-#: Runs sharing a value of this tag run one at a time (e.g. ``predictor``, ``rl``).
+#: Runs carrying this tag, whatever its value, run one at a time: the training jobs' tag.
 TRAINING_TAG = "prioritymax/training"
+#: The tags of a training job.
+TRAINING_TAGS = {TRAINING_TAG: "true"}
 MONITOR_TIMEOUT_SECONDS = 180
 
 DAGSTER_YAML = f"""\
@@ -47,10 +50,8 @@ concurrency:
   runs:
     max_concurrent_runs: {MAX_CONCURRENT_RUNS}
     tag_concurrency_limits:
-      # At most one training run of each kind (the tag's value) at a time.
+      # At most one training run at a time (any run carrying the tag, whatever its value).
       - key: {TRAINING_TAG}
-        value:
-          applyLimitPerUniqueValue: true
         limit: 1
 
 run_monitoring:

@@ -1,9 +1,10 @@
 """The jobs: each a selection of the asset graph, so a job run is a set of asset materializations
 (and their checks) that the Dagster UI shows on the assets.
 
-Training jobs carry the ``prioritymax/training`` tag: the instance's ``dagster.yaml``
-(``orchestration/instance.py``) runs one run at a time per value, so the nightly schedule and the
-trace sensor never train two pipelines at once on the same cores.
+Training jobs carry the ``prioritymax/training`` tag (:data:`~orchestration.instance.TRAINING_TAGS`):
+the instance's ``dagster.yaml`` (``orchestration/instance.py``) runs one run with that tag at a
+time, so the nightly schedule, the trace sensor and a launch by hand never train at once on the
+same cores; a second training waits QUEUED.
 
 Selecting an asset selects its checks: training jobs also gate (the candidate's gate result is on
 its registry version right away); only ``promote_job`` leaves them out, because promotion checks the
@@ -23,19 +24,19 @@ from orchestration.assets import (
     rl_agent_evaluation,
 )
 from orchestration.checks import predictor_canary_gate, rl_agent_canary_gate
-from orchestration.instance import TRAINING_TAG
+from orchestration.instance import TRAINING_TAGS
 
 train_predictor_job = dg.define_asset_job(
     "train_predictor_job",
     selection=dg.AssetSelection.assets(queue_metrics, predictor_candidate),
-    tags={TRAINING_TAG: "predictor"},
+    tags=TRAINING_TAGS,
     description="Build queue_metrics, train the predictor candidate (registered as challenger), gate it.",
 )
 
 train_rl_job = dg.define_asset_job(
     "train_rl_job",
     selection=dg.AssetSelection.assets(queue_metrics, rl_agent_candidate, rl_agent_evaluation),
-    tags={TRAINING_TAG: "rl"},
+    tags=TRAINING_TAGS,
     description="Build queue_metrics, train the RL candidate (challenger), evaluate it against the "
                 "baselines, gate it.",
 )
@@ -56,7 +57,7 @@ promote_job = dg.define_asset_job(
 full_pipeline_job = dg.define_asset_job(
     "full_pipeline_job",
     selection=dg.AssetSelection.all(),
-    tags={TRAINING_TAG: "pipeline"},
+    tags=TRAINING_TAGS,
     description="Data, both candidates, their gates, and the promotion of those that pass.",
 )
 

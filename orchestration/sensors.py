@@ -15,7 +15,6 @@ import dagster as dg
 
 from orchestration import sources
 from orchestration.jobs import JOBS, full_pipeline_job
-from prioritymax.alerts import post_slack
 from prioritymax.settings import get_settings
 
 #: Characters of each error kept in a Slack message.
@@ -82,6 +81,8 @@ def failure_message(context: dg.RunFailureSensorContext) -> str:
 )
 def slack_on_run_failure(context: dg.RunFailureSensorContext) -> dg.SkipReason | None:
     """Post a failed training/gating/promotion run to Slack (SLACK_WEBHOOK_URL)."""
+    from prioritymax.alerts import post_slack  # httpx: only when a run failed
+
     settings = get_settings()
     if not settings.slack_webhook_url:
         return dg.SkipReason("SLACK_WEBHOOK_URL is not set")

@@ -16,10 +16,6 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
-import pandas as pd
-
-from ml.sim.config import SimConfig
-from ml.sim.traffic import load_trace, synthetic_series
 from prioritymax.files import atomic_path
 from prioritymax.settings import Settings
 
@@ -69,6 +65,10 @@ def join_traces(files: list[Path], out: Path) -> Path:
     """One trace from several files, in time order. Each file is read by ``load_trace`` first, so
     a bad file is an error naming that file and row; a timestamp in two files keeps the value of
     the file written last (a re-export of a day replaces it)."""
+    import pandas as pd
+
+    from ml.sim.traffic import load_trace
+
     frames = []
     for order, path in enumerate(sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))):
         load_trace(path)  # validates: columns, numbers, no negatives, sorted, regular spacing
@@ -86,6 +86,11 @@ def join_traces(files: list[Path], out: Path) -> Path:
 
 def write_synthetic_trace(out: Path, *, days: int, seed: int) -> Path:
     """The synthetic profile as requests per step at the simulator's mean rate."""
+    import pandas as pd
+
+    from ml.sim.config import SimConfig
+    from ml.sim.traffic import synthetic_series
+
     config = SimConfig()
     series = synthetic_series(days=days, step_seconds=config.step_seconds, seed=seed)
     requests = (series.rates * config.mean_arrival_rate * config.step_seconds).round().astype(int)

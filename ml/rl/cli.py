@@ -16,16 +16,6 @@ def _default_checkpoint() -> Path:
     return get_settings().models_dir / "rl_agent.pt"
 
 
-def _args(preset: str | None = None, **given):
-    """Args from, in rising precedence: the defaults, PRIORITYMAX_RL_ENVS, a preset, the flags
-    given (None: not given)."""
-    from ml.rl.ppo import Args
-    from ml.rl.presets import load_preset
-
-    return Args(**{"num_envs": get_settings().rl_envs, **(load_preset(preset) if preset else {}),
-                   **{k: v for k, v in given.items() if v is not None}})
-
-
 def _emit(result) -> None:
     from ml.cli import emit
 
@@ -64,9 +54,10 @@ def train_rl_command(epochs, steps, lr, device, checkpoint, num_envs, seed, trac
                      eval_episodes, holdout_fraction, torch_threads, fresh, stop_after, wandb,
                      mlflow, preset):
     """Train single-machine PPO RL agent."""
+    from ml.rl.presets import resolve_args
     from ml.rl.train import train_rl
 
-    args = _args(preset, epochs=epochs, steps=steps, lr=lr, eval_every=eval_every,
+    args = resolve_args(preset, epochs=epochs, steps=steps, lr=lr, eval_every=eval_every,
                  eval_episodes=eval_episodes, torch_threads=torch_threads, num_envs=num_envs,
                  device=device, seed=seed)
     _emit(train_rl(args, checkpoint or _default_checkpoint(), trace=trace,
@@ -137,9 +128,10 @@ def canary_rl_command(checkpoint, episodes, trace, champion_checkpoint, no_regis
 def rllib_train_command(epochs, cpus, gpus, save_dir, export, steps, num_envs, lr, hidden_dim, seed,
                         trace, holdout_fraction, checkpoint_every, eval_episodes, fresh, mlflow):
     """Distributed PPO with Ray RLlib; exports a .pt that eval_rl reads."""
+    from ml.rl.presets import resolve_args
     from ml.rl.rllib import rllib_train
 
-    args = _args(epochs=epochs, seed=seed, num_envs=num_envs, steps=steps, lr=lr,
+    args = resolve_args(epochs=epochs, seed=seed, num_envs=num_envs, steps=steps, lr=lr,
                  hidden_dim=hidden_dim, checkpoint_every=checkpoint_every,
                  eval_episodes=eval_episodes)
     _emit(rllib_train(args, save_dir or get_settings().models_dir / "rllib_checkpoints",
@@ -173,9 +165,10 @@ def rllib_train_command(epochs, cpus, gpus, save_dir, export, steps, num_envs, l
 def tune_command(samples, scheduler, optuna, metric, epochs, grace_period, steps, num_envs,
                  eval_episodes, cpus, seed, trace, name, preset):
     """Ray Tune over PPO's lr, hidden_dim, clip_range, entropy_coef (ASHA, Optuna)."""
+    from ml.rl.presets import resolve_args
     from ml.rl.tune import run_tune
 
-    args = _args(epochs=epochs, eval_episodes=eval_episodes, num_envs=num_envs, steps=steps)
+    args = resolve_args(epochs=epochs, eval_episodes=eval_episodes, num_envs=num_envs, steps=steps)
     _emit(run_tune(args, samples=samples, scheduler=scheduler, optuna=optuna, metric=metric,
                    name=name, preset=preset, trace=trace, cpus=cpus, grace_period=grace_period,
                    seed=seed))
@@ -202,8 +195,9 @@ def torch_distributed_command(world_size, epochs, steps, num_envs, lr, device, c
                               trace, eval_every, eval_episodes, preset):
     """Data-parallel PPO with torch.distributed (DDP) on this machine."""
     from ml.rl.distributed import torch_distributed
+    from ml.rl.presets import resolve_args
 
-    args = _args(preset, epochs=epochs, steps=steps, lr=lr, eval_every=eval_every,
+    args = resolve_args(preset, epochs=epochs, steps=steps, lr=lr, eval_every=eval_every,
                  eval_episodes=eval_episodes, num_envs=num_envs, device=device, seed=seed)
     _emit(torch_distributed(args, world_size,
                             checkpoint or get_settings().models_dir / "rl_agent_ddp.pt", trace=trace))

@@ -57,3 +57,11 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     if unknown:
         raise PresetError(f"{path}: not train_rl parameters: {sorted(unknown)}")
     return params
+
+
+def resolve_args(preset: str | None = None, **given: Any) -> Args:
+    """:class:`~ml.rl.ppo.Args` from, in rising precedence: its defaults, PRIORITYMAX_RL_ENVS (for
+    ``num_envs``), the ``preset`` (a name or a path), the values ``given`` (None: not given). The
+    trainer commands' flags and the Dagster ``TrainingBudget`` both go through here."""
+    return Args(**{"num_envs": get_settings().rl_envs, **(load_preset(preset) if preset else {}),
+                   **{k: v for k, v in given.items() if v is not None}})

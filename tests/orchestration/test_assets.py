@@ -1,6 +1,7 @@
 """Each asset materializes, for real, with its metrics as metadata."""
 
 import os
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -82,10 +83,15 @@ def test_each_asset_of_the_pipeline_materialized_with_its_metrics(promoted):
     agent = metadata["rl_agent_candidate"]
     assert agent["version"] == 1 and agent["epochs"] == 40 and agent["engine"] == "ppo"
     assert agent["eval_reward"] > agent["hpa_reward"]
+    # Trained on the run's own copy of the trace, which the evaluation and the gate read again.
+    own_trace = Path(agent["checkpoint"]).parent / "rl_trace.csv"
+    assert agent["traffic"] == f"{own_trace.resolve()}:train0.80"
+    assert pd.read_csv(own_trace).equals(pd.read_csv(data["trace"]))
 
     evaluation = metadata["rl_agent_evaluation"]
     assert {"reward_ppo", "reward_hpa", "reward_static", "reward_erlang_c"} <= set(evaluation)
     assert evaluation["episodes"] == 8 and evaluation["improvement_vs_hpa"] > 0
+    assert evaluation["traffic"] == "rl_trace:holdout"  # the held-out part of that same copy
     assert "| erlang_c |" in evaluation["policies"]
 
     for name, model_metric in (("predictor_champion", "holdout_rmse"), ("rl_agent_champion", "eval_reward")):
@@ -113,15 +119,16 @@ def test_rllib_engine_takes_the_ray_resource_and_an_unreachable_cluster_fails_fa
 
 
 def test_budget_fields_left_unset_fall_back_like_the_cli_flags(monkeypatch):
-    """Args defaults < PRIORITYMAX_RL_ENVS < a preset < the budget's fields."""
+    """Args defaults < PRIORITYMAX_RL_ENVS < a preset < the budget's fields (ml.rl.presets.resolve_args,
+    which the trainer commands use too); the budget's eval_episodes always counts."""
     from ml.rl.presets import save_preset
 
     monkeypatch.setenv("PRIORITYMAX_RL_ENVS", "12")
     get_settings.cache_clear()
-    save_preset("fast", {"epochs": 7, "num_envs": 24, "lr": 0.002}, {"by": "test"})
+    save_preset("fast", {"epochs": 7, "num_envs": 24, "lr": 0.002, "eval_episodes": 3}, {"by": "test"})
     plain = TrainingBudget().rl_args()
-    assert (plain.epochs, plain.num_envs) == (150, 12)
+    assert (plain.epochs, plain.num_envs, plain.eval_episodes) == (150, 12, TrainingBudget().eval_episodes)
     preset = TrainingBudget(rl_preset="fast").rl_args()
     assert (preset.epochs, preset.num_envs, preset.lr) == (7, 24, 0.002)
-    given = TrainingBudget(rl_preset="fast", rl_epochs=3, rl_num_envs=8).rl_args()
-    assert (given.epochs, given.num_envs, given.lr) == (3, 8, 0.002)
+    given = TrainingBudget(rl_preset="fast", rl_epochs=3, rl_num_envs=8, eval_episodes=5).rl_args()
+    assert (given.epochs, given.num_envs, given.lr, given.eval_episodes) == (3, 8, 0.002, 5)

@@ -91,7 +91,7 @@ def test_the_pipeline_gates_passed_and_regating_a_champion_leaves_it_alone(promo
     assert predictor["threshold_source"] == "the better baseline's RMSE"
     agent = check_metadata(checks["rl_agent_evaluation:canary_gate"])
     assert agent["candidate_reward"] > agent["hpa_reward"] and agent["improvement_vs_hpa"] > 0
-    assert agent["min_improvement"] == 0.0 and agent["champion_version"] == "none"
+    assert agent["champion_version"] == "none"
 
     # canary_gate_job after the promotion: each candidate is the champion; neither is gated against itself.
     assert promoted.regate.success
@@ -138,7 +138,7 @@ def test_a_one_epoch_policy_fails_the_rl_gate_against_the_champion(in_promoted_h
     metadata = check_metadata(gate)
     assert metadata["champion_version"] == "1" and metadata["version"] == 2
     assert metadata["candidate_reward"] < metadata["champion_reward"]
-    assert metadata["improvement_vs_champion"] < metadata["min_improvement"] == 0.0
+    assert metadata["improvement_vs_champion"] <= 0  # the gate wants a mean paired improvement above 0
     assert {"hpa_reward", "improvement_vs_hpa", "improvement_vs_champion_ci95_high"} <= set(metadata)
     assert "| vs_champion | NO |" in metadata["checks"]
     # The evaluation itself materialized (the gate blocks promotion, not the facts).

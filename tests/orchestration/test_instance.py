@@ -23,8 +23,7 @@ def test_dagster_yaml_sets_the_queue_limits_and_monitoring_and_no_python_logs(da
     assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
     queue = instance.get_concurrency_config().run_queue_config
     assert queue.max_concurrent_runs == MAX_CONCURRENT_RUNS
-    assert queue.tag_concurrency_limits == [
-        {"key": TRAINING_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
+    assert queue.tag_concurrency_limits == [{"key": TRAINING_TAG, "limit": 1}]
     assert instance.run_monitoring_enabled
     assert instance.run_monitoring_start_timeout_seconds == MONITOR_TIMEOUT_SECONDS
     assert instance.get_python_log_dagster_handler_config() == {}

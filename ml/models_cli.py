@@ -1,4 +1,5 @@
-"""``pmx models``: the model registry from the command line (list, promote, rollback, archive)."""
+"""``pmx models``: the model registry from the command line (list, register, promote, rollback,
+archive)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,30 @@ from ml.registry import MODEL_NAMES, ROLES, default_actor
 ACTOR = click.option("--actor", default=None, help="who acts [default: the login name]")
 ROLE = click.option("--role", type=click.Choice(ROLES), default="operator", show_default=True,
                     help="the role acted in (promotion needs operator; --force needs admin)")
+
+
+PUBLISH = click.option("--publish/--no-publish", default=True, show_default=True,
+                       help="write the new champion's version to the control plane (PRIORITYMAX_API_URL), "
+                            "where autoscaler workers pick it up")
+
+
+def _publish(name: str, version: str, comment: str, publish: bool) -> dict:
+    """The champion's version written to the control plane: ``{"published": {...}}``. No control
+    plane listening is reported, not an error; one that refuses the write exits 1."""
+    if not publish:
+        return {"published": {"published": False, "status": "not published (--no-publish)"}}
+    from api import publish as control_plane
+    from ml.registry import CONFIG_KEYS
+    from prioritymax.settings import get_settings
+
+    settings = get_settings()
+    try:
+        done = control_plane.publish(settings.api_url, settings.api_client_token(), CONFIG_KEYS[name],
+                                     int(version), comment=comment)
+    except control_plane.ControlPlaneError as error:
+        raise click.ClickException(f"{name} version {version} is the champion in MLflow, "
+                                   f"but {error}") from None
+    return {"published": {"published": done.published, "status": done.status, "key": done.key}}
 
 
 @click.group("models", context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,6 +70,18 @@ def list_command(name, as_json):
     Console().print(table)
 
 
+@models.command("register")
+@click.argument("name", type=click.Choice(MODEL_NAMES))
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, exists=True, path_type=Path))
+def register_command(name, files):
+    """Register checkpoint FILES trained elsewhere as a new version of NAME (the challenger)."""
+    from ml import registry
+    from ml.cli import emit
+
+    emit({"model": name, "version": registry.register_files(name, list(files))})
+
+
 @models.command("promote")
 @click.argument("name", type=click.Choice(MODEL_NAMES))
 @click.argument("version")
@@ -52,25 +89,31 @@ def list_command(name, as_json):
 @click.option("--reason", default="", help="why, for the audit log")
 @ACTOR
 @ROLE
-def promote_command(name, version, force, reason, actor, role):
+@PUBLISH
+def promote_command(name, version, force, reason, actor, role, publish):
     """Make VERSION the champion of NAME (its gate must have passed)."""
     from ml import registry
     from ml.cli import emit
 
-    emit(registry.promote(name, version, actor=actor or default_actor(), role=role, force=force,
-                          reason=reason))
+    record = registry.promote(name, version, actor=actor or default_actor(), role=role, force=force,
+                              reason=reason)
+    emit({**record, **_publish(name, record["version"], f"{name} version {record['version']} promoted "
+                               f"by {record['actor']} (pmx models promote)", publish)})
 
 
 @models.command("rollback")
 @click.argument("name", type=click.Choice(MODEL_NAMES))
 @ACTOR
 @ROLE
-def rollback_command(name, actor, role):
+@PUBLISH
+def rollback_command(name, actor, role, publish):
     """Give the champion alias back to the previous champion of NAME."""
     from ml import registry
     from ml.cli import emit
 
-    emit(registry.rollback(name, actor=actor or default_actor(), role=role))
+    record = registry.rollback(name, actor=actor or default_actor(), role=role)
+    emit({**record, **_publish(name, record["version"], f"{name} rolled back to version "
+                               f"{record['version']} by {record['actor']} (pmx models rollback)", publish)})
 
 
 @models.command("archive")

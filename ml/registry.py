@@ -28,12 +28,23 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODEL_NAMES = ("predictor", "rl_agent")
+#: The control-plane config key that carries each model's live version: a promotion writes it,
+#: every autoscaler worker follows it (``api/autoscaler``).
+CONFIG_KEYS = {"predictor": "predictor.model_version", "rl_agent": "autoscaler.policy_version"}
 ROLES = ("viewer", "operator", "admin")
 GATE_PREFIX = "gate."
 
 
 class RegistryError(RuntimeError):
     """A registry operation that cannot be done (no such version, gate not passed, ...)."""
+
+
+class UnknownVersion(RegistryError):
+    """No such model or version (the admin API's 404)."""
+
+
+class NotAllowed(RegistryError):
+    """The role acted in may not do this (the admin API's 403)."""
 
 
 def default_actor() -> str:
@@ -106,18 +117,58 @@ def download_artifacts(run_id: str, path: str, destination: Path) -> Path:
     return Path(client().download_artifacts(run_id, path, str(destination)))
 
 
+def champion_version(name: str):
+    """The model version that holds ``champion``; None without a registry, the model or a champion."""
+    return version_by_alias(name, CHAMPION) if registry_exists() else None
+
+
 def champion_checkpoint(name: str, pattern: str, destination: Path) -> tuple[Path, str] | None:
     """The champion version's checkpoint file (its ``checkpoint`` artifact matching
     ``pattern``), downloaded into ``destination``, with the version; None without a champion."""
-    if not registry_exists():
-        return None
-    version = version_by_alias(name, CHAMPION)
+    version = champion_version(name)
     if version is None:
         return None
-    files = sorted(download_artifacts(version.run_id, "checkpoint", destination).glob(pattern))
+    return version_checkpoint(name, version.version, pattern, destination), str(version.version)
+
+
+def version_checkpoint(name: str, version: str | int, pattern: str, destination: Path) -> Path:
+    """The checkpoint file of a registered version (its ``checkpoint`` artifact matching
+    ``pattern``), downloaded into ``destination``; a :class:`RegistryError` when the version or
+    its checkpoint does not exist."""
+    found = _version_or_fail(name, version)
+    files = sorted(download_artifacts(found.run_id, "checkpoint", destination).glob(pattern))
     if not files:
-        raise RegistryError(f"{name} champion version {version.version} has no checkpoint artifact")
-    return files[0], str(version.version)
+        raise RegistryError(f"{name} version {found.version} has no checkpoint artifact")
+    return files[0]
+
+
+def register_files(name: str, files: list[Path], *, metrics: dict[str, float] | None = None,
+                   run_name: str = "registered") -> str:
+    """Register checkpoint files made elsewhere as a new version of ``name`` (the challenger): a
+    run in the model's experiment holds them as its ``checkpoint`` artifact, as a trainer's run
+    does, with ``metrics``. Returns the version."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    missing = [str(p) for p in files if not Path(p).is_file()]
+    if missing or not files:
+        raise RegistryError(f"nothing to register: no such files {missing}" if missing
+                            else "nothing to register: no files given")
+    mlflow_client = client()
+    with start_run(name, run_name, tags={"registered_from": ",".join(str(p) for p in files)}) as run:
+        for path in files:
+            mlflow.log_artifact(str(path), "checkpoint")
+        if metrics:
+            mlflow.log_metrics(metrics)
+    with contextlib.suppress(MlflowException):  # already registered
+        mlflow_client.create_registered_model(name)
+    version = mlflow_client.create_model_version(name, f"{run.info.artifact_uri}/checkpoint",
+                                                 run_id=run.info.run_id)
+    set_challenger(name, version.version)
+    _audit({"event": "register", "model": name, "version": str(version.version),
+            "files": [str(p) for p in files], "actor": default_actor(),
+            "at": datetime.now(UTC).isoformat(timespec="seconds")})
+    return str(version.version)
 
 
 def record_gate(name: str, version: str | int, gate: dict[str, Any]) -> None:
@@ -135,7 +186,7 @@ def _version_or_fail(name: str, version: str | int):
     try:
         return client().get_model_version(name, str(version))
     except MlflowException:
-        raise RegistryError(f"model {name!r} has no version {version}") from None
+        raise UnknownVersion(f"model {name!r} has no version {version}") from None
 
 
 def _aliases(name: str) -> dict[str, str]:
@@ -195,9 +246,9 @@ def promote(
     if role not in ROLES:
         raise RegistryError(f"unknown role {role!r}; one of {ROLES}")
     if role == "viewer":
-        raise RegistryError("promotion needs the operator or admin role")
+        raise NotAllowed("promotion needs the operator or admin role")
     if force and role != "admin":
-        raise RegistryError("--force is for admins only (pass --role admin)")
+        raise NotAllowed("--force is for admins only (pass --role admin)")
     actor = actor or default_actor()
     target = _version_or_fail(name, version)
     tags = dict(target.tags or {})
@@ -238,7 +289,7 @@ def promote(
 def rollback(name: str, *, actor: str | None = None, role: str = "operator") -> dict[str, Any]:
     """Give ``champion`` back to the version that held it before the current one."""
     if role not in ("operator", "admin"):
-        raise RegistryError("rollback needs the operator or admin role")
+        raise NotAllowed("rollback needs the operator or admin role")
     current = version_by_alias(name, CHAMPION)
     if current is None:
         raise RegistryError(f"{name} has no champion to roll back")

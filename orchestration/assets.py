@@ -11,6 +11,9 @@ values passed between assets are small dicts of paths and registry versions (Dag
 keeps them, so ``canary_gate_job`` and ``promote_job`` pick up the candidates of an earlier run);
 the models themselves live in the data home and in MLflow. Metrics go into each materialization's
 metadata, which the Dagster UI plots over time.
+
+pandas and the simulator (``ml.sim``) are imported where they are used, as the trainers are: every
+Dagster process loads this module (the code server, the daemon, each run), most never train.
 """
 
 import math
@@ -19,15 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
-from ml.sim.config import SimConfig
-from ml.sim.dataset import TARGET, build_queue_metrics, dataset_path, write_queue_metrics
-from ml.sim.traffic import load_trace
+from api.publish import ControlPlaneError
+from ml.registry import CONFIG_KEYS
 from orchestration import sources
 from orchestration.resources import (
-    ControlPlaneError,
     ControlPlaneResource,
     MLflowResource,
     RayResource,
@@ -43,8 +43,6 @@ HOLDOUT_FRACTION = 0.2
 #: Candidate folders kept under ``models/candidates/`` (one per run; older ones live on in MLflow).
 KEEP_CANDIDATE_RUNS = 5
 PREDICTOR, RL_AGENT = "predictor", "rl_agent"
-#: The config keys a promotion publishes on the control plane.
-CONFIG_KEYS = {PREDICTOR: "predictor.model_version", RL_AGENT: "autoscaler.policy_version"}
 ACTOR = "dagster"
 
 
@@ -88,6 +86,10 @@ def queue_metrics(
     NASA trace, or the synthetic profile) through the simulator under the HPA rule and write
     ``data/<source>/queue_metrics.csv`` in the data home: the predictor's data, and the trace the
     RL agent trains on."""
+    from ml.sim.config import SimConfig
+    from ml.sim.dataset import TARGET, build_queue_metrics, dataset_path, write_queue_metrics
+    from ml.sim.traffic import load_trace
+
     home = settings.get()
     traffic = sources.resolve(config.source, home, synthetic_days=config.synthetic_days, seed=config.seed)
     sim = SimConfig()
@@ -115,6 +117,8 @@ def queue_metrics(
 def split_for_gate(dataset: Path, folder: Path, max_rows: int) -> tuple[Path, Path, int]:
     """The latest ``max_rows`` rows (0: all), cut in time: training rows, and the latest
     :data:`HOLDOUT_FRACTION` for the canary gate. Returns both paths and the row count used."""
+    import pandas as pd
+
     frame = pd.read_csv(dataset)
     if max_rows:
         frame = frame.iloc[-max_rows:]
@@ -138,6 +142,7 @@ def predictor_candidate(
     queue_metrics, log the run to MLflow and register it as the ``predictor`` challenger."""
     from ml.predictor.tracking import flat_metrics
     from ml.predictor.train import train_predictor
+    from ml.sim.dataset import TARGET
 
     folder = candidate_dir(settings.get(), context.run.run_id)
     train_csv, gate_csv, rows = split_for_gate(Path(queue_metrics["dataset"]), folder,
@@ -165,6 +170,14 @@ def predictor_candidate(
 
 
 # -------------------------------------------------------------------------------------- rl agent
+def candidate_trace(trace: Path, folder: Path) -> Path:
+    """A copy of ``trace`` in the candidate's folder (same suffixes, so a ``.gz`` stays readable)."""
+    copy = folder / ("rl_trace" + "".join(trace.suffixes))
+    with atomic_path(copy) as partial:
+        shutil.copyfile(trace, partial)
+    return copy
+
+
 @dg.asset(group_name=RL_AGENT, kinds={"pytorch", "mlflow"})
 def rl_agent_candidate(
     context: dg.AssetExecutionContext,
@@ -176,11 +189,13 @@ def rl_agent_candidate(
 ) -> dg.Output[dict]:
     """Train the autoscaling policy on the earlier part of queue_metrics' trace (``train_rl``, or
     RLlib with ``rl_engine: rllib``), log it to MLflow and register it as the ``rl_agent``
-    challenger."""
+    challenger. The trace is copied into the candidate's folder first: the checkpoint names the
+    trace it was trained on, and the evaluation and the gate read that file again, so it must be
+    this run's own (a later run rewrites ``data/<source>/trace.csv``)."""
     folder = candidate_dir(settings.get(), context.run.run_id)
     checkpoint = folder / "rl_agent.pt"
     args = budget.rl_args()
-    trace = queue_metrics["trace"]
+    trace = candidate_trace(Path(queue_metrics["trace"]), folder)
     if budget.rl_engine == "rllib":
         from ml.rl.rllib import rllib_train
 
@@ -260,14 +275,15 @@ def crown(
     previous = mlflow.champion_version(model)
     if previous == version:
         context.log.info("%s version %s already is the champion; publishing it again", model, version)
-        outcome = "already the champion"
+        outcome, metrics = "already the champion", mlflow.run_metrics(model, version)
     else:
         try:
-            mlflow.promote(model, version, actor=ACTOR, reason=f"dagster run {context.run.run_id}")
+            record = mlflow.promote(model, version, actor=ACTOR, reason=f"dagster run {context.run.run_id}")
         except RegistryError as error:
             raise dg.Failure(description=f"{model} version {version} not promoted: {error}",
                              metadata={"model": model, "version": int(version),
                                        "champion_version": previous or "none"}) from None
+        previous, metrics = record["previous_champion"], record["metrics"]
         outcome = f"promoted (was {previous or 'none'})"
     key = CONFIG_KEYS[model]
     try:
@@ -285,7 +301,7 @@ def crown(
         "version": int(version),
         "previous_champion": previous or "none",
         "promotion": outcome,
-        **numbers(mlflow.run_metrics(model, version)),
+        **numbers(metrics),
         "control_plane": published.status,
         "published": published.published,
         "config_key": key,

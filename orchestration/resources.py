@@ -11,16 +11,15 @@ restored afterwards, so that the library code sees the very value the resource s
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import dagster as dg
-import httpx
 from pydantic import Field
 
+from api.publish import Publication, publish
 from prioritymax.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -87,9 +86,7 @@ class MLflowResource(dg.ConfigurableResource):
     def champion_version(self, name: str) -> str | None:
         from ml import registry
 
-        if not registry.registry_exists():
-            return None
-        found = registry.version_by_alias(name, registry.CHAMPION)
+        found = registry.champion_version(name)
         return None if found is None else str(found.version)
 
     def promote(self, name: str, version: str, *, actor: str, reason: str) -> dict[str, Any]:
@@ -102,24 +99,9 @@ class MLflowResource(dg.ConfigurableResource):
         """The metrics of the run that produced a registered version."""
         from ml import registry
 
-        found = registry.client().get_model_version(name, str(version))
-        return dict(registry.client().get_run(found.run_id).data.metrics) if found.run_id else {}
-
-
-@dataclasses.dataclass(frozen=True)
-class Publication:
-    """What became of one config write: ``status`` is the line shown in the UI's metadata."""
-
-    published: bool
-    status: str
-    url: str
-    key: str
-    value: Any
-    version: int | None = None
-
-
-class ControlPlaneError(RuntimeError):
-    """The control plane answered and refused the write (a bad token, a bad key...)."""
+        client = registry.client()
+        found = client.get_model_version(name, str(version))
+        return dict(client.get_run(found.run_id).data.metrics) if found.run_id else {}
 
 
 class ControlPlaneResource(dg.ConfigurableResource):
@@ -140,41 +122,12 @@ class ControlPlaneResource(dg.ConfigurableResource):
         return (self.url or get_settings().api_url).rstrip("/")
 
     def bearer_token(self) -> str | None:
-        if self.token:
-            return self.token
-        settings = get_settings()
-        for secret in (settings.api_token, settings.admin_token):
-            if secret is not None:
-                return secret.get_secret_value()
-        admin_file = settings.secrets_dir / "admin.token"
-        return admin_file.read_text().strip() if admin_file.is_file() else None
+        return self.token or get_settings().api_client_token()
 
     def publish(self, key: str, value: Any, *, comment: str) -> Publication:
-        """``POST /config {key, value, comment}``."""
-        url = self.base_url()
-        token = self.bearer_token()
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        try:
-            response = httpx.post(f"{url}/config", json={"key": key, "value": value, "comment": comment},
-                                  headers=headers, timeout=self.timeout_s)
-        except httpx.TimeoutException:
-            status = f"not published (the control plane at {url} did not answer in {self.timeout_s:g} s)"
-            log.warning("%s: %s", key, status)
-            return Publication(False, status, url, key, value)
-        except httpx.TransportError:
-            status = f"not published (no control plane at {url})"
-            log.warning("%s: %s", key, status)
-            return Publication(False, status, url, key, value)
-        if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail")
-            except ValueError:
-                detail = response.text[:200]
-            raise ControlPlaneError(f"the control plane at {url} refused {key}={value!r}: HTTP "
-                                    f"{response.status_code} {detail}")
-        version = int(response.json()["version"])
-        return Publication(True, f"published {key}={value!r} at {url} (config version {version})", url,
-                           key, value, version)
+        """``POST /config {key, value, comment}`` (``api/publish.py``)."""
+        return publish(self.base_url(), self.bearer_token(), key, value, comment=comment,
+                       timeout_s=self.timeout_s)
 
 
 class RayResource(dg.ConfigurableResource):
@@ -205,20 +158,18 @@ class TrainingBudget(dg.ConfigurableResource):
     rl_epochs: int | None = Field(None, ge=1, description="PPO epochs / RLlib iterations [Args: 150]")
     rl_steps: int | None = Field(None, ge=1, description="env steps per epoch [Args: 2048]")
     rl_num_envs: int | None = Field(None, ge=1, description="parallel envs [PRIORITYMAX_RL_ENVS]")
-    eval_episodes: int = Field(16, ge=2, description="held-out episodes of the RL evaluation and gate")
+    eval_episodes: int = Field(16, ge=2, description="held-out episodes of the RL evaluations: the "
+                                 "trainer's own, rl_agent_evaluation's and the gate's")
     seed: int = Field(0, description="seed of both trainers")
 
     def rl_args(self):
-        """``ml.rl.ppo.Args`` with the CLI's precedence: defaults < PRIORITYMAX_RL_ENVS < preset <
-        the fields set here."""
-        from ml.rl.ppo import Args
-        from ml.rl.presets import load_preset
+        """``ml.rl.ppo.Args`` as the CLI makes them (``ml.rl.presets.resolve_args``: defaults <
+        PRIORITYMAX_RL_ENVS < preset < the fields set here), with this budget's ``eval_episodes``,
+        so the candidate's own evaluation uses the episodes of the evaluation and the gate."""
+        from ml.rl.presets import resolve_args
 
-        given = {"epochs": self.rl_epochs, "steps": self.rl_steps, "num_envs": self.rl_num_envs,
-                 "seed": self.seed}
-        return Args(**{"num_envs": get_settings().rl_envs,
-                       **(load_preset(self.rl_preset) if self.rl_preset else {}),
-                       **{k: v for k, v in given.items() if v is not None}})
+        return resolve_args(self.rl_preset, epochs=self.rl_epochs, steps=self.rl_steps,
+                            num_envs=self.rl_num_envs, eval_episodes=self.eval_episodes, seed=self.seed)
 
 
 def default_resources() -> dict[str, Any]:

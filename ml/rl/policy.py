@@ -46,9 +46,16 @@ class PPOPolicy:
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> PPOPolicy:
         """Any checkpoint, whatever device it trained on: acting runs in numpy on the CPU."""
-        payload = load_checkpoint(path)
-        agent = Agent(payload["obs_dim"], payload["num_actions"], payload["args"]["hidden_dim"])
-        agent.load_state_dict(payload["agent"])
+        return cls.from_payload(load_checkpoint(path))
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> PPOPolicy:
+        """From a checkpoint already read (:func:`~ml.rl.ppo.load_checkpoint`). The agent is
+        built on the meta device and takes the checkpoint's tensors as they are: no initialization
+        computed only to be overwritten (an autoscaler worker loads one at every promotion)."""
+        with torch.device("meta"):
+            agent = Agent(payload["obs_dim"], payload["num_actions"], payload["args"]["hidden_dim"])
+        agent.load_state_dict(payload["agent"], assign=True)
         return cls(agent.eval(), RunningMeanStd.from_state(payload["obs_rms"]))
 
     def reset(self, num_envs: int) -> None:

@@ -73,6 +73,41 @@ def observation_bounds(config: SimConfig) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
+def observation_from_reading(
+    config: SimConfig,
+    *,
+    queue: np.ndarray,
+    arrival_rate: float,
+    arrival_rate_smoothed: float,
+    active_workers: float,
+    warming_workers: float,
+    utilization: float,
+    seconds_of_day: float,
+    est_wait: np.ndarray | None = None,
+) -> np.ndarray:
+    """One observation (2K + 7,) float32 from a live reading of a real pool, as
+    :meth:`QueueCore.observe` builds it from a simulated one: the autoscaler worker's way into a
+    policy trained here. ``queue`` per class in tasks, rates in tasks/s, ``est_wait`` per class in
+    seconds (None: projected as the simulator does, the backlog ahead over the active pool's
+    service rate). Keep both in step: ``tests/ml/sim/test_observation.py`` compares them."""
+    queue = np.asarray(queue, dtype=np.float32)
+    if est_wait is None:
+        drain_rate = max(float(active_workers), 1e-9) * config.service_rate
+        est_wait = np.cumsum(queue) / drain_rate
+    sla = np.asarray(config.sla_seconds, dtype=np.float32)
+    wait = np.minimum(np.asarray(est_wait, dtype=np.float32) / sla, OBS_HIGH_WAIT)
+    rates = np.minimum(np.array([arrival_rate, arrival_rate_smoothed], dtype=np.float32)
+                       / config.mean_arrival_rate, OBS_HIGH_RATE)
+    angle = seconds_of_day * (2 * math.pi / SECONDS_PER_DAY)
+    return np.concatenate([
+        np.minimum(queue / config.mean_arrivals_per_step, OBS_HIGH_QUEUE),
+        rates,
+        np.array([active_workers / config.max_workers, warming_workers / config.max_workers, utilization]),
+        wait,
+        np.array([math.sin(angle), math.cos(angle)]),
+    ]).astype(np.float32)
+
+
 class QueueCore:
     """State and dynamics of ``num_envs`` queue simulations over one traffic series."""
 

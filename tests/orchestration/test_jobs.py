@@ -7,9 +7,11 @@ import dagster as dg
 import pytest
 
 from api.client import ConfigClient
+from api.publish import ControlPlaneError
 from ml import registry
 from orchestration.definitions import defs
-from orchestration.resources import ControlPlaneError, ControlPlaneResource
+from orchestration.instance import ensure_dagster_home
+from orchestration.resources import ControlPlaneResource
 from orchestration.sensors import new_trace_sensor, slack_on_run_failure
 from prioritymax.settings import get_settings
 from tests.api.conftest import start_server, stop_server
@@ -30,8 +32,7 @@ JOBS = {
 }
 
 
-#: One run per value at a time (orchestration/instance.py): no two pipelines train at once.
-TRAINING_TAGS = {"train_predictor_job": "predictor", "train_rl_job": "rl", "full_pipeline_job": "pipeline"}
+TRAINING_JOBS = {"train_predictor_job", "train_rl_job", "full_pipeline_job"}
 
 
 @pytest.mark.parametrize("name", sorted(JOBS))
@@ -40,7 +41,25 @@ def test_each_job_selects_its_assets_and_checks(name):
     ops = assets | {check.replace(":", "_") for check in checks}  # a check's op: <asset>_<check>
     job = defs.resolve_job_def(name)
     assert {node.name for node in job.nodes} == ops
-    assert job.tags.get("prioritymax/training") == TRAINING_TAGS.get(name)
+
+
+def test_a_training_run_in_progress_holds_back_every_other_training_and_nothing_else(data_home):
+    """The run queue's tag limits (the daemon's own counter) on the dagster.yaml that pmx up writes."""
+    from dagster._utils.tags import TagConcurrencyLimitsCounter
+
+    instance = dg.DagsterInstance.from_config(str(ensure_dagster_home(get_settings())))
+    try:
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+    finally:
+        instance.dispose()
+
+    def run(job: str) -> dg.DagsterRun:
+        return dg.DagsterRun(job_name=job, tags=defs.resolve_job_def(job).tags)
+
+    assert not any(TagConcurrencyLimitsCounter(limits, []).is_blocked(run(job)) for job in JOBS)
+    for running in sorted(TRAINING_JOBS):
+        counter = TagConcurrencyLimitsCounter(limits, [run(running)])
+        assert {job for job in JOBS if counter.is_blocked(run(job))} == TRAINING_JOBS, running
 
 
 def test_the_full_pipeline_promotes_both_candidates_through_the_registry(promoted):
@@ -68,15 +87,6 @@ def test_promote_job_again_keeps_the_champions_and_publishes_them_again(promoted
         assert metadata["promotion"].value == "already the champion" and metadata["version"].value == 1
         assert metadata["previous_champion"].value == "1"
         assert metadata["control_plane"].value.startswith("not published (no control plane at http://")
-
-
-def test_the_nightly_schedule_runs_the_full_pipeline():
-    schedule = defs.resolve_schedule_def("nightly_retrain")
-    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 3 * * *", "UTC")
-    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    with dg.build_schedule_context(scheduled_execution_time=None) as context:
-        requests = schedule.evaluate_tick(context).run_requests
-    assert len(requests) == 1 and schedule.job_name == "full_pipeline_job"
 
 
 def test_a_trace_file_landing_starts_one_retrain(small_trace, data_home, instance):

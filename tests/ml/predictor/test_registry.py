@@ -15,7 +15,9 @@ def pmx(home, *args):
     import sys
     from pathlib import Path
 
-    env = {**os.environ, "PRIORITYMAX_HOME": str(home)}
+    # No control plane on port 9: promote and rollback say they did not publish (tests/api/autoscaler
+    # has them publishing to a live one).
+    env = {**os.environ, "PRIORITYMAX_HOME": str(home), "PRIORITYMAX_API_URL": "http://127.0.0.1:9"}
     return subprocess.run([str(Path(sys.executable).with_name("pmx")), *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=600)
 
@@ -42,6 +44,8 @@ def test_train_gate_promote_force_and_rollback(data_home, queue_metrics, holdout
     assert versions()[1]["gate"]["passed"] == "True"
     promoted = ok(pmx(home, "models", "promote", "predictor", "1", "--actor", "alice"))
     assert promoted["previous_champion"] is None and promoted["actor"] == "alice"
+    assert promoted["published"] == {"published": False, "key": "predictor.model_version",
+                                     "status": "not published (no control plane at http://127.0.0.1:9)"}
     assert versions()[1]["aliases"] == "champion"
 
     worse = home / "models" / "worse.pkl"

@@ -9,23 +9,28 @@ import click
 from prioritymax.settings import get_settings
 
 
+def check_port(host: str, port: int) -> None:
+    """Exit with a clear message when ``host:port`` cannot be listened on."""
+    from prioritymax.up import IN_USE, bind_problem
+
+    reason = bind_problem(host, port)
+    if reason == IN_USE:
+        raise click.ClickException(f"{host}:{port} is already taken; pass --port")
+    if reason is not None:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {reason}")
+
+
 @click.command("api")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--log-level", default="info", show_default=True)
 def serve_api(host: str, port: int, log_level: str) -> None:
     """Serve the PriorityMax API (the config control plane) with uvicorn."""
-    import socket
-
     import uvicorn
 
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if probe.connect_ex((host, port)) == 0:
-            raise click.ClickException(f"{host}:{port} is already taken; pass --port")
+    check_port(host, port)
     settings = get_settings().layout_home()
-    token = ("PRIORITYMAX_ADMIN_TOKEN" if settings.admin_token
-             else settings.secrets_dir / "admin.token")
+    token = "PRIORITYMAX_ADMIN_TOKEN" if settings.admin_token else settings.admin_token_path
     click.echo(f"PriorityMax API on http://{host}:{port} (docs: /docs, status: /config/status); "
                f"admin token: {token}; Ctrl-C stops", err=True)
     uvicorn.run("api.main:app", host=host, port=port, log_level=log_level)
@@ -72,3 +77,34 @@ def list_tokens() -> None:
         rows = conn.execute(select(api_tokens.c.name, api_tokens.c.role, api_tokens.c.created_at,
                                    api_tokens.c.revoked).order_by(api_tokens.c.created_at)).all()
     click.echo(json.dumps([dict(r._mapping) for r in rows], indent=2))
+
+
+@click.command("autoscaler")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8100, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--api-url", default=None, help="the control plane to follow [PRIORITYMAX_API_URL]")
+@click.option("--token", default=None, envvar="PRIORITYMAX_API_TOKEN",
+              help="a viewer token or above for the control plane [PRIORITYMAX_API_TOKEN, else the "
+                   "admin token]")
+@click.option("--no-follow", is_flag=True, help="serve the registry's champions; follow no control plane")
+@click.option("--name", default=None, help="this worker's name in decisions and health [host-pid]")
+@click.option("--log-level", default="info", show_default=True)
+def serve_autoscaler(host, port, api_url, token, no_follow, name, log_level) -> None:
+    """Serve scaling decisions from the champion models, hot-swapped on promotion."""
+    import uvicorn
+
+    from api.autoscaler.app import create_app
+    from api.autoscaler.worker import AutoscalerWorker
+
+    check_port(host, port)
+    settings = get_settings().layout_home()
+    url = None if no_follow else (api_url or settings.api_url)
+    token = None if no_follow else (token or settings.api_client_token())
+    if url is not None and token is None:
+        raise click.ClickException("no token for the control plane: pass --token, set "
+                                   "PRIORITYMAX_API_TOKEN, or --no-follow")
+    worker = AutoscalerWorker(settings, name=name, api_url=url, token=token)
+    click.echo(f"PriorityMax autoscaler {worker.name} on http://{host}:{port}/autoscaler "
+               f"(health: /autoscaler/health); following {url or 'no control plane'}; Ctrl-C stops",
+               err=True)
+    uvicorn.run(create_app(worker), host=host, port=port, log_level=log_level)

@@ -10,7 +10,7 @@ import json
 
 import click
 
-from api.cli import serve_api, tokens
+from api.cli import serve_api, serve_autoscaler, tokens
 from ml.cli import TrainerGroup, demo, run, sim, trainer
 from ml.models_cli import models
 from prioritymax.settings import get_settings
@@ -33,6 +33,7 @@ cli.add_command(demo)
 cli.add_command(sim)
 cli.add_command(models)
 cli.add_command(serve_api)
+cli.add_command(serve_autoscaler)
 cli.add_command(tokens)
 cli.add_command(up_command)
 for _name, _command in trainer.commands.items():

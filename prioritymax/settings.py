@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     #: (``orchestration/resources.py``), and the operator token they use (unset: the admin token).
     api_url: str = Field("http://127.0.0.1:8000", validation_alias=_env("PRIORITYMAX_API_URL"))
     api_token: SecretStr | None = Field(None, validation_alias=_env("PRIORITYMAX_API_TOKEN"))
+    #: An autoscaler worker (``pmx autoscaler``): where it serves (for ``pmx up`` and the
+    #: dashboard), and the bearer token its routes ask for (unset: none asked, bind to loopback).
+    autoscaler_url: str = Field("http://127.0.0.1:8100", validation_alias=_env("PRIORITYMAX_AUTOSCALER_URL"))
+    #: Dagster's webserver, for the admin API's training launches (its GraphQL) and the run links
+    #: it returns; ``pmx up`` serves it there.
+    dagster_url: str = Field("http://127.0.0.1:3000", validation_alias=_env("PRIORITYMAX_DAGSTER_URL"))
+    autoscaler_token: SecretStr | None = Field(None, validation_alias=_env("PRIORITYMAX_AUTOSCALER_TOKEN"))
     workflows_meta_dir_override: Path | None = Field(
         None, validation_alias=_env("WORKFLOWS_META_DIR")
     )
@@ -139,6 +146,21 @@ class Settings(BaseSettings):
     @property
     def secrets_dir(self) -> Path:
         return self.home / "secrets"
+
+    @property
+    def admin_token_path(self) -> Path:
+        """Where the API's first start writes a generated admin token (PRIORITYMAX_ADMIN_TOKEN unset)."""
+        return self.secrets_dir / "admin.token"
+
+    def api_client_token(self) -> str | None:
+        """The bearer token a client of this data home's API uses (a Dagster run publishing a
+        promotion, an autoscaler worker): PRIORITYMAX_API_TOKEN, else PRIORITYMAX_ADMIN_TOKEN, else
+        the generated admin token file; None when there is none."""
+        for secret in (self.api_token, self.admin_token):
+            if secret is not None:
+                return secret.get_secret_value()
+        path = self.admin_token_path
+        return path.read_text().strip() if path.is_file() else None
 
     @property
     def mlflow_dir(self) -> Path:

@@ -37,7 +37,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,14 +93,15 @@ SERVICES: list[Service] = [
             ("{python}", "-m", "uvicorn", "api.main:app", "--host", "{host}", "--port", "{port}"),
             port_flag="--api-port", default_port=8000, ready_path="/config/health", url_path="/docs",
             note="config control plane and workflows; health: /config/health"),
+    Service("autoscaler", "Autoscaler worker",
+            ("{python}", "-m", "prioritymax.cli", "autoscaler", "--host", "{host}", "--port", "{port}"),
+            port_flag="--autoscaler-port", default_port=8100, ready_path="/autoscaler/health",
+            url_path="/autoscaler/health", note="decisions: POST /autoscaler/decide; follows the API"),
     Service("dagster-webserver", "Dagster UI",
             ("{bin}/dagster-webserver", "-w", "{workspace}", "-h", "{host}", "-p", "{port}"),
             port_flag="--dagster-port", default_port=3000, ready_path="/server_info", group="dagster"),
     Service("dagster-daemon", "Dagster daemon", ("{bin}/dagster-daemon", "run", "-w", "{workspace}"),
             note="schedules, sensors, the run queue", group="dagster", ready=dagster_daemon_ready),
-    # Service("dashboard", "Dashboard", ("{python}", "-m", "streamlit", "run", "dashboard/app.py",
-    #         "--server.address", "{host}", "--server.port", "{port}", "--server.headless", "true"),
-    #         port_flag="--dashboard-port", default_port=8501, ready_path="/_stcore/health"),
 ]
 
 
@@ -128,7 +129,8 @@ class Supervisor:
     ports: dict[str, int]
     services: list[Service]
     children: list[Child] = field(default_factory=list)
-    transient: list[subprocess.Popen] = field(default_factory=list)
+    #: ``dagster job launch`` while it runs (stopped with the children).
+    launcher: subprocess.Popen | None = None
     stop_signal: int | None = None
     _instance: Any = None
 
@@ -143,9 +145,12 @@ class Supervisor:
         # and Dagster's runs publish promotions to the API started here (unless told otherwise).
         env = {**os.environ, "PRIORITYMAX_HOME": str(self.settings.home),
                "DAGSTER_HOME": str(self.settings.dagster_home)}
-        api = next((s for s in self.services if s.name == "api"), None)
-        if api is not None and "PRIORITYMAX_API_URL" not in os.environ:
-            env["PRIORITYMAX_API_URL"] = self.probe_url(self.ports[api.port_param], "")
+        for name, variable in (("api", "PRIORITYMAX_API_URL"),
+                               ("dagster-webserver", "PRIORITYMAX_DAGSTER_URL"),
+                               ("autoscaler", "PRIORITYMAX_AUTOSCALER_URL")):
+            service = next((s for s in self.services if s.name == name), None)
+            if service is not None and variable not in os.environ:
+                env[variable] = self.url(self.ports[service.port_param], connect=True)
         return env
 
     @property
@@ -156,13 +161,10 @@ class Supervisor:
             self._instance = dg.DagsterInstance.from_config(str(self.settings.dagster_home))
         return self._instance
 
-    def url(self, port: int, path: str = "") -> str:
-        host = self.host if ":" not in self.host else f"[{self.host}]"
-        return f"http://{host}:{port}{path}"
-
-    def probe_url(self, port: int, path: str) -> str:
-        wildcard = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
-        host = wildcard.get(self.host, self.host)
+    def url(self, port: int, path: str = "", *, connect: bool = False) -> str:
+        """A service's URL on the host it listens on; ``connect``: one this machine can connect to
+        (a wildcard host becomes the loopback address)."""
+        host = WILDCARD_HOSTS.get(self.host, self.host) if connect else self.host
         return f"http://{host if ':' not in host else f'[{host}]'}:{port}{path}"
 
     def say(self, message: str) -> None:
@@ -216,7 +218,7 @@ class Supervisor:
                 return False
         if child.service.ready_path is None or child.port is None:
             return True
-        return http_ok(self.probe_url(child.port, child.service.ready_path))
+        return http_ok(self.url(child.port, child.service.ready_path, connect=True))
 
     def check(self) -> None:
         """Raise :class:`Stop` on a signal or when a child has exited on its own."""
@@ -258,13 +260,13 @@ class Supervisor:
 
     def stop_all(self) -> None:
         """SIGTERM every child's process group (last started first), wait, SIGKILL what is left."""
-        groups = [process.pid for process in self.transient] + \
-                 [child.process.pid for child in reversed(self.children)]
+        processes = ([self.launcher] if self.launcher is not None else []) + \
+            [child.process for child in reversed(self.children)]
+        groups = [process.pid for process in processes]
         for group in groups:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(group, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
-        processes = self.transient + [child.process for child in self.children]
         while time.monotonic() < deadline:
             for process in processes:
                 process.poll()  # reap our own children
@@ -287,16 +289,15 @@ class Supervisor:
         argv = [str(Path(sys.executable).parent / "dagster"), "job", "launch", "-j", PIPELINE_JOB,
                 "-w", str(WORKSPACE), "--run-id", run_id]
         log_path = self.log_dir / "pipeline-launch.log"
-        process = self.spawn(argv, log_path)
-        self.transient.append(process)
+        self.launcher = process = self.spawn(argv, log_path)
         deadline = time.monotonic() + LAUNCH_TIMEOUT_SECONDS
         while process.poll() is None and time.monotonic() < deadline:
             self.sleep(0.5)
         if process.poll() is None:
             self.say(f"dagster job launch did not finish within {LAUNCH_TIMEOUT_SECONDS} s (log: {log_path})")
             os.killpg(process.pid, signal.SIGKILL)
-        self.transient.remove(process)
         process.wait()
+        self.launcher = None
         if process.returncode != 0:
             self.say(f"could not launch {PIPELINE_JOB} (exit status {process.returncode}); the services "
                      f"keep running. The end of {log_path}:\n{tail(log_path)}")
@@ -317,7 +318,7 @@ class Supervisor:
         self.wait_ready()
         self.banner()
         run_id = None
-        if pipeline and any(s.name == "dagster-daemon" for s in self.services):
+        if pipeline:  # up() passes pipeline only with the Dagster services
             run_id = self.launch_pipeline()
             if run_id is not None:
                 web = next((c.port for c in self.children if c.service.name == "dagster-webserver"), None)
@@ -338,8 +339,7 @@ class Supervisor:
             where = self.url(child.port, child.service.url_path) if child.port is not None else "running"
             note = f"  ({child.service.note})" if child.service.note else ""
             lines.append(f"  {child.service.title:<16}{where}{note}")
-        token = ("$PRIORITYMAX_ADMIN_TOKEN" if self.settings.admin_token
-                 else str(self.settings.secrets_dir / "admin.token"))
+        token = "$PRIORITYMAX_ADMIN_TOKEN" if self.settings.admin_token else self.settings.admin_token_path
         lines.append(f"  {'admin token':<16}{token}")
         if any(child.service.group == "dagster" for child in self.children):
             lines.append(f"  {'DAGSTER_HOME':<16}{self.settings.dagster_home}")
@@ -351,11 +351,14 @@ class Supervisor:
 
 
 IN_USE = "is already in use"
+#: Listening on a wildcard address, a service is reached on the loopback one.
+WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
 
 
 def bind_problem(host: str, port: int) -> str | None:
     """Why a server could not listen on host:port now (None: it could). Binds as servers do, with
-    SO_REUSEADDR, so a port in TIME_WAIT counts as free and one with a listener as taken."""
+    SO_REUSEADDR, so a port in TIME_WAIT counts as free and one with a listener as taken. The port
+    check of ``pmx up`` and ``pmx api``."""
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -377,10 +380,21 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def running_processes() -> Iterator[tuple[Path, list[str]]]:
+    """Each process that is not a zombie, from ``/proc``: its folder there and the fields of its
+    ``stat`` after the command name (state, ppid, pgrp, ...)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if fields[0] != "Z":
+            yield stat.parent, fields
+
+
 def group_alive(pgid: int) -> bool:
     """Whether any process of the group is still running (zombies waiting to be reaped do not count)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
+    if not Path("/proc").is_dir():
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
@@ -388,14 +402,7 @@ def group_alive(pgid: int) -> bool:
         except PermissionError:
             return True
         return True
-    for stat in proc.glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            return True
-    return False
+    return any(int(fields[2]) == pgid for _, fields in running_processes())
 
 
 def tail(path: Path, lines: int = 20) -> str:
@@ -418,6 +425,13 @@ def up(host: str, ports: dict[str, int], pipeline: bool, dagster: bool) -> int:
         for problem in problems:
             supervisor.say(f"Error: {problem}")
         return 1
+    # The API makes the first admin token at its start; the autoscaler worker, started beside it,
+    # reads it (settings.api_client_token) to follow the API, so it is made here first.
+    from api.db import engine_for
+    from api.security import ensure_admin_token
+
+    admin = settings.admin_token.get_secret_value() if settings.admin_token else None
+    ensure_admin_token(engine_for(settings.db_url), settings.secrets_dir, admin)
     if dagster:
         supervisor.say("preparing the Dagster instance in " + str(settings.dagster_home))
         initialize_dagster_home(settings)

@@ -99,3 +99,17 @@ def test_settings_command_masks_secrets(monkeypatch, data_home):
     shown = json.loads(result.output)
     assert shown["PRIORITYMAX_HOME"] == str(data_home)
     assert shown["FERNET_KEY"] == "**********"
+
+
+def test_api_refuses_a_taken_port_before_it_serves(data_home):
+    import socket
+
+    from click.testing import CliRunner
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["api", "--port", str(port)])
+    assert result.exit_code == 1
+    assert f"127.0.0.1:{port} is already taken; pass --port" in result.output

@@ -3,6 +3,7 @@ and stops every child on Ctrl-C; a taken port stops it before anything starts.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -10,16 +11,20 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from prioritymax.settings import REPO_ROOT
-from prioritymax.up import group_alive
+from prioritymax.up import group_alive, running_processes
 from tests.api.conftest import free_port
 
 pytestmark = pytest.mark.integration
+
+#: How long ``pmx up`` may take to say everything is up (its own start timeout is 300 s).
+START_SECONDS = 300
 
 
 def pmx_up(home: Path, *args: str) -> tuple[subprocess.Popen, Path]:
@@ -35,15 +40,33 @@ def pmx_up(home: Path, *args: str) -> tuple[subprocess.Popen, Path]:
     return process, output
 
 
+@contextlib.contextmanager
+def running_up(home: Path, *args: str) -> Iterator[tuple[subprocess.Popen, Path, dict[str, int]]]:
+    """``pmx up`` until it says everything "is up": yields the process, its output file and the
+    children it started (name -> pid); whatever is still running at the end is killed."""
+    process, output = pmx_up(home, *args)
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while "is up" not in output.read_text():
+            assert process.poll() is None, output.read_text()
+            assert time.monotonic() < deadline, output.read_text()
+            time.sleep(0.5)
+        children = {name: int(pid) for name, pid in re.findall(r"started (\S+) \(pid (\d+)\)",
+                                                                output.read_text())}
+        yield process, output, children
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
 def processes_on(home: Path) -> list[int]:
     """Processes (not zombies) whose environment names this data home."""
     marker = f"PRIORITYMAX_HOME={home}\0".encode()
     found = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        pid = int(environ.parent.name)
+    for folder, _ in running_processes():
+        pid = int(folder.name)
         try:
-            if pid != os.getpid() and marker in environ.read_bytes() and \
-                    (environ.parent / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            if pid != os.getpid() and marker in (folder / "environ").read_bytes():
                 found.append(pid)
         except OSError:
             continue
@@ -52,34 +75,27 @@ def processes_on(home: Path) -> list[int]:
 
 def test_up_serves_the_api_and_dagster_and_ctrl_c_stops_every_child(tmp_path):
     home = tmp_path / "up-home"
-    api_port, dagster_port = free_port(), free_port()
-    process, output = pmx_up(home, "--no-pipeline", "--api-port", str(api_port),
-                             "--dagster-port", str(dagster_port))
-    try:
-        deadline = time.monotonic() + 300
-        while "is up" not in output.read_text():
-            assert process.poll() is None, output.read_text()
-            assert time.monotonic() < deadline, output.read_text()
-            time.sleep(0.5)
+    api_port, dagster_port, autoscaler_port = free_port(), free_port(), free_port()
+    with running_up(home, "--no-pipeline", "--api-port", str(api_port), "--dagster-port", str(dagster_port),
+                    "--autoscaler-port", str(autoscaler_port)) as (process, output, children):
         text = output.read_text()
         assert f"http://127.0.0.1:{api_port}/docs" in text
         assert f"http://127.0.0.1:{dagster_port}" in text
         assert str(home / "secrets" / "admin.token") in text
-        children = {name: int(pid) for name, pid in re.findall(r"started (\S+) \(pid (\d+)\)", text)}
-        assert set(children) == {"api", "dagster-webserver", "dagster-daemon"}
+        assert f"http://127.0.0.1:{autoscaler_port}/autoscaler/health" in text
+        assert set(children) == {"api", "autoscaler", "dagster-webserver", "dagster-daemon"}
 
         assert httpx.get(f"http://127.0.0.1:{api_port}/config/health", timeout=10).status_code == 200
         assert httpx.get(f"http://127.0.0.1:{dagster_port}/server_info", timeout=10).status_code == 200
+        worker = httpx.get(f"http://127.0.0.1:{autoscaler_port}/autoscaler/health", timeout=10).json()
+        assert worker["control_plane"]["url"] == f"http://127.0.0.1:{api_port}"
         assert (home / "secrets" / "admin.token").exists()
         assert (home / "dagster" / "dagster.yaml").exists()
 
         os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does to a foreground job
         assert process.wait(timeout=60) == 0, output.read_text()
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
     text = output.read_text()
-    assert "stopped: api, dagster-webserver, dagster-daemon" in text
+    assert "stopped: api, autoscaler, dagster-webserver, dagster-daemon" in text
     assert not [name for name, pid in children.items() if group_alive(pid)], text
     assert processes_on(home) == []
 
@@ -91,7 +107,8 @@ def test_up_refuses_a_taken_port_and_starts_nothing(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         dagster_port = taken.getsockname()[1]
-        process, output = pmx_up(home, "--api-port", str(api_port), "--dagster-port", str(dagster_port))
+        process, output = pmx_up(home, "--api-port", str(api_port), "--dagster-port", str(dagster_port),
+                                 "--autoscaler-port", str(free_port()))
         assert process.wait(timeout=120) == 1
     text = output.read_text()
     assert f"port {dagster_port} on 127.0.0.1 (Dagster UI) is already in use" in text
@@ -104,21 +121,10 @@ def test_up_refuses_a_taken_port_and_starts_nothing(tmp_path):
 
 def test_up_names_a_service_that_dies_and_exits_1(tmp_path):
     home = tmp_path / "up-home"
-    process, output = pmx_up(home, "--no-dagster", "--api-port", str(free_port()))
-    try:
-        deadline = time.monotonic() + 300
-        while "is up" not in output.read_text():
-            assert process.poll() is None, output.read_text()
-            assert time.monotonic() < deadline, output.read_text()
-            time.sleep(0.5)
-        text = output.read_text()
-        children = dict(re.findall(r"started (\S+) \(pid (\d+)\)", text))
-        assert list(children) == ["api"] and "Dagster" not in text
-        api = int(children["api"])
-        os.killpg(api, signal.SIGKILL)
+    with running_up(home, "--no-dagster", "--api-port", str(free_port()),
+                    "--autoscaler-port", str(free_port())) as (process, output, children):
+        assert list(children) == ["api", "autoscaler"] and "Dagster" not in output.read_text()
+        os.killpg(children["api"], signal.SIGKILL)
         assert process.wait(timeout=60) == 1, output.read_text()
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
     assert "api exited on its own (exit status -9)" in output.read_text()
     assert processes_on(home) == []

@@ -24,7 +24,7 @@ from orchestration.workflows.compile import job_name
 from orchestration.workflows.store import WorkflowStore
 from prioritymax.settings import REPO_ROOT, Settings
 from prioritymax.up import group_alive
-from tests.api.conftest import free_port
+from tests.api.conftest import free_port, start_server, stop_server
 
 pytestmark = pytest.mark.integration
 
@@ -158,6 +158,49 @@ def test_dagster_job_launch_runs_through_the_queue_and_the_daemon(location):
         assert time.monotonic() < deadline, f"record still {status}: " + location.log("daemon")[-2000:]
         time.sleep(1)
     assert store.run_events(run_id)[-1]["type"] == "run_completed"
+
+
+def test_the_admin_api_launches_training_through_dagster(location):
+    """POST /admin/training/{job} goes through the webserver's GraphQL and the run queue: the run is
+    an ordinary Dagster run, whose status and event log the API reads back, and cancels."""
+    api = start_server(location.home, {"PRIORITYMAX_DAGSTER_URL": location.web_url,
+                                       "DAGSTER_HOME": str(location.dagster_home)})
+    try:
+        with api.client("operator") as operator:
+            # canary_gate_job with no candidates from an earlier run: it runs, and fails fast.
+            launched = operator.post("/admin/training/canary_gate_job", json={}, timeout=120)
+            assert launched.status_code == 202, launched.text
+            run_id = launched.json()["run_id"]
+            assert launched.json()["launched_by"] == "test-operator"
+            assert launched.json()["dagster_url"] == f"{location.web_url}/runs/{run_id}"
+            deadline = time.monotonic() + 240
+            while not (run := operator.get(f"/admin/training/runs/{run_id}").json())["finished"]:
+                assert time.monotonic() < deadline, f"{run['status']}: " + location.log("daemon")[-2000:]
+                time.sleep(1)
+            logs = operator.get(f"/admin/training/runs/{run_id}/logs").json()
+            events = [entry["event"] for entry in logs["entries"]]
+            assert events.index("PIPELINE_ENQUEUED") < events.index("PIPELINE_START"), events
+            assert logs["status"] == run["status"] and logs["next"] == len(logs["entries"])
+            later = operator.get(f"/admin/training/runs/{run_id}/logs", params={"after": 2}).json()
+            assert later["entries"][0]["index"] == 2
+            assert run_id in [r["run_id"] for r in operator.get("/admin/training/runs").json()]
+            assert operator.post(f"/admin/training/runs/{run_id}/cancel").status_code == 409
+
+            bad = operator.post("/admin/training/train_rl_job", json={"run_config": {"ops": {"nope": {}}}})
+            assert bad.status_code == 422 and "nope" in bad.text
+
+            training = operator.post("/admin/training/train_rl_job", json={}, timeout=120).json()
+            cancelled = operator.post(f"/admin/training/runs/{training['run_id']}/cancel")
+            assert cancelled.status_code == 200 and cancelled.json()["cancel_requested"]
+            deadline = time.monotonic() + 180
+            while not (run := operator.get(f"/admin/training/runs/{training['run_id']}").json())["finished"]:
+                assert time.monotonic() < deadline, f"run still {run['status']} after a cancel"
+                time.sleep(1)
+            assert run["status"] == "CANCELED"
+        instance = dg.DagsterInstance.from_config(str(location.dagster_home))
+        assert instance.get_run_by_id(run_id).job_name == "canary_gate_job"  # the UI's runs too
+    finally:
+        stop_server(api)
 
 
 def test_daemon_and_webserver_stop_on_sigterm(location):

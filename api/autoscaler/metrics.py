@@ -1,0 +1,35 @@
+"""Prometheus metrics of one autoscaler worker (its own registry: several workers in one process,
+as in the tests and the benchmark, do not clash). ``GET /autoscaler/metrics`` renders them."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+DECISION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class AutoscalerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.decisions = Counter("prioritymax_autoscaler_decisions_total", "Scaling decisions served",
+                                 ["mode"], registry=self.registry)
+        self.decision_latency = Histogram("prioritymax_autoscaler_decision_seconds",
+                                          "Time to make one decision (reading in, decision out)",
+                                          buckets=DECISION_BUCKETS, registry=self.registry)
+        self.model_version = Gauge("prioritymax_autoscaler_model_version",
+                                   "Registry version in use (0: none loaded)", ["model"],
+                                   registry=self.registry)
+        self.swaps = Counter("prioritymax_autoscaler_model_swaps_total",
+                             "Model versions swapped in while serving", ["model"], registry=self.registry)
+        self.load_failures = Counter("prioritymax_autoscaler_model_load_failures_total",
+                                     "Model versions refused (not loaded, the old one kept serving)",
+                                     ["model"], registry=self.registry)
+        self.fallbacks = Counter("prioritymax_autoscaler_fallbacks_total",
+                                 "Decisions answered by the HPA rule because the policy could not",
+                                 ["reason"], registry=self.registry)
+        self.control_plane_up = Gauge("prioritymax_autoscaler_control_plane_connected",
+                                      "1 while the live config stream is connected",
+                                      registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

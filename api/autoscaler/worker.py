@@ -1,0 +1,290 @@
+"""An autoscaler worker: scaling decisions from the promoted models, hot-swapped as they change.
+
+The loop it closes: ``pmx models promote`` (or the admin API, or Dagster's promote_job) moves the
+registry's ``champion`` alias and writes the version to the control plane
+(``autoscaler.policy_version``, ``predictor.model_version``); this worker follows the control plane
+with the Python client (``api/client.py``) and, on a new version, loads it on its loader thread and
+swaps it in. Decisions never wait for a load and never see half a swap: the models in use are one
+immutable :class:`~api.autoscaler.models.ModelSet` read once per decision.
+
+Which version: at start, the registry's champions; from then on, the control plane's value once its
+snapshot is loaded (it is the live channel a promotion or a rollback writes to), with the latest
+request winning when several arrive while one loads. A version that fails to load is refused: the
+one in use keeps serving, the failure is counted, shown in the health and sent to Slack.
+
+Flags steer it per tenant: ``autoscaler_loop`` (off: hold, no change; undefined: on) and the config
+key ``autoscaler.mode`` (``policy`` or ``hpa``). With the control plane unreachable the client keeps
+serving its last snapshot, so flags and models stay as they were; the health says so.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import socket
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from api.autoscaler import decide
+from api.autoscaler.metrics import AutoscalerMetrics
+from api.autoscaler.models import POLICY, PREDICTOR, ModelLoadError, ModelSet, champion, load
+from api.autoscaler.schemas import MODE_HOLD, MODE_HPA, MODE_POLICY, Decision, Reading
+from api.client import READY, ConfigClient
+from ml.registry import CONFIG_KEYS
+from ml.sim.config import SimConfig
+from ml.sim.policies import HPAPolicy
+from prioritymax.alerts import post_slack
+from prioritymax.settings import Settings, get_settings
+
+log = logging.getLogger("api.autoscaler")
+
+LOOP_FLAG = "autoscaler_loop"
+MODE_KEY = "autoscaler.mode"
+#: Model name by the config key that carries its live version.
+MODEL_BY_KEY = {key: name for name, key in CONFIG_KEYS.items()}
+#: Tenants whose HPA stabilization windows are kept (each a few floats).
+HPA_TENANTS_LIMIT = 10_000
+RECENT_DECISIONS = 200
+
+
+class AutoscalerWorker:
+    """Serves :meth:`decide`; ``api_url`` (None: do not follow a control plane) and ``token`` (a
+    viewer's or above) name the control plane to follow."""
+
+    def __init__(self, settings: Settings | None = None, *, name: str | None = None,
+                 api_url: str | None = None, token: str | None = None, alert=post_slack) -> None:
+        self.settings = settings or get_settings()
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.metrics = AutoscalerMetrics()
+        #: What decisions are made with now; replaced whole by the loader thread (see module doc).
+        self.models = ModelSet()
+        self.config: ConfigClient | None = None
+        if api_url is not None:
+            if token is None:
+                raise ValueError("following a control plane needs a token (viewer or above)")
+            self.config = ConfigClient(api_url, token, start=False)
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_DECISIONS)
+        self.swaps: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_DECISIONS)
+        self.swap_count = 0
+        self.last_load_error: dict[str, Any] | None = None
+        self.started_at = time.time()
+        self._alert = alert
+        self._loader = ThreadPoolExecutor(1, thread_name_prefix=f"autoscaler-loader-{self.name}")
+        self._requests: dict[str, tuple[int, str | None]] = {}  # model -> (sequence, version asked)
+        self._sequence = 0
+        self._request_lock = threading.Lock()
+        self._pending: set[Future] = set()
+        self._rng = np.random.default_rng()
+        self._hpa: dict[str | None, HPAPolicy] = {}
+        self._default_config = SimConfig()
+        for model in (POLICY, PREDICTOR):
+            self.metrics.model_version.labels(model=model).set(0)
+
+    # ------------------------------------------------------------------------------ lifecycle
+    def start(self) -> AutoscalerWorker:
+        """Ask for the registry's champions, then follow the control plane (both in the background:
+        :meth:`wait_loaded` blocks until the loads asked for so far are done)."""
+        for model in (POLICY, PREDICTOR):
+            self.request(model, None, "registry")
+        if self.config is not None:
+            self.config.on_change(self._on_change)
+            self.config.on_state(self._on_state)
+            self.config.start()
+        return self
+
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        """Whether every load asked for so far finished (swapped in or refused) within ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._request_lock:
+                pending = [f for f in self._pending if not f.done()]
+            if not pending:
+                return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            pending[0].exception(timeout=left)  # waits; a load's own errors are handled inside it
+
+    def close(self) -> None:
+        if self.config is not None:
+            self.config.close()
+        self._loader.shutdown(wait=False, cancel_futures=True)
+
+    # ---------------------------------------------------------------------------- model swaps
+    def request(self, model: str, version: str | None, source: str) -> Future | None:
+        """Load ``version`` of ``model`` (None: the registry's champion) and swap it in, unless a
+        later request supersedes it first. None when that version is already the one asked for."""
+        with self._request_lock:
+            asked = self._requests.get(model)
+            if version is not None and asked is not None and asked[1] == version:
+                return None
+            self._sequence += 1
+            self._requests[model] = (self._sequence, version)
+            future = self._loader.submit(self._load, model, version, source, self._sequence)
+            self._pending = {f for f in self._pending if not f.done()} | {future}
+        return future
+
+    def _superseded(self, model: str, sequence: int) -> bool:
+        return self._requests[model][0] != sequence
+
+    def _load(self, model: str, version: str | None, source: str, sequence: int) -> None:
+        if self._superseded(model, sequence):
+            return
+        try:
+            if version is None:
+                version = champion(model)
+                if version is None:
+                    log.info("%s: no champion in the registry yet; nothing to load", model)
+                    return
+                with self._request_lock:
+                    if not self._superseded(model, sequence):
+                        self._requests[model] = (sequence, version)
+            if self.models.version(model) == version:
+                return
+            served = load(model, version, source)
+        except ModelLoadError as error:
+            self._refuse(model, version, source, str(error))
+            return
+        except Exception as error:  # the registry unreachable while resolving the champion, ...
+            self._refuse(model, version, source, f"{type(error).__name__}: {error}")
+            return
+        if self._superseded(model, sequence):
+            log.info("%s version %s loaded but superseded; not swapped in", model, version)
+            return
+        before = self.models.version(model)
+        self.models = self.models.with_model(served)  # the swap: one assignment
+        swap = {"model": model, "from": before, "to": version, "source": source, "at": time.time()}
+        self.swaps.append(swap)
+        self.swap_count += 1
+        self.metrics.swaps.labels(model=model).inc()
+        self.metrics.model_version.labels(model=model).set(_numeric(version))
+        log.info("%s: now serving version %s (was %s; from the %s)", model, version, before, source)
+
+    def _refuse(self, model: str, version: str | None, source: str, reason: str) -> None:
+        serving = self.models.version(model)
+        self.last_load_error = {"model": model, "version": version, "source": source, "error": reason,
+                                "at": time.time(), "serving": serving}
+        self.metrics.load_failures.labels(model=model).inc()
+        text = (f"worker {self.name}: {model} version {version} refused, still serving "
+                f"{serving or 'nothing'}: {reason}")
+        log.error("%s", text)
+        try:
+            self._alert(text, source="autoscaler", settings=self.settings)
+        except Exception:
+            log.exception("the load-failure alert failed")
+
+    def _on_change(self, message: dict[str, Any]) -> None:
+        """On the client's thread: a new live version of a model is asked for."""
+        model = MODEL_BY_KEY.get(message.get("key"))
+        if model is None or message.get("kind") != "config" or message.get("tenant") is not None:
+            return
+        if message.get("item") is None:
+            return  # the key was deleted: keep serving what is loaded
+        self.request(model, str(message["value"]), "control_plane")
+
+    def _on_state(self, state: str) -> None:
+        self.metrics.control_plane_up.set(1 if state == READY else 0)
+        if state == READY:  # the snapshot may hold versions set while this worker was away
+            for key, model in MODEL_BY_KEY.items():
+                value = self.config.get(key) if self.config is not None else None
+                if value is not None and str(value) != self.models.version(model):
+                    self.request(model, str(value), "control_plane")
+
+    # ------------------------------------------------------------------------------ decisions
+    def decide(self, reading: Reading) -> Decision:
+        """One decision; a :class:`~api.autoscaler.decide.ReadingError` for a reading that does
+        not fit the policy's classes. Never waits for a load, never fails for want of a model."""
+        started = time.perf_counter()
+        models = self.models  # read once: this decision's policy and predictor
+        policy = models.policy
+        config = policy.config if policy is not None else self._default_config
+        decide.per_class(config, reading.queue, "queue")  # the same 422 in every mode
+        tenant = reading.tenant
+        mode = reading.mode or self._mode(tenant)
+        fallback, probability = False, None
+        if not self._loop_on(tenant):
+            mode, action, delta = MODE_HOLD, decide.hold_action(config), 0
+            reason = f"{LOOP_FLAG} is off for {tenant or 'the global layer'}"
+        elif mode == MODE_POLICY and policy is not None:
+            action, delta, probability = decide.policy_step(policy, reading, self._rng)
+            reason = f"rl_agent version {policy.version}"
+        else:
+            if mode == MODE_POLICY:
+                fallback = True
+                self.metrics.fallbacks.labels(reason="no_policy").inc()
+                reason = "HPA rule: no rl_agent version is loaded"
+            else:
+                reason = "HPA rule: mode hpa"
+            mode = MODE_HPA
+            action, delta = decide.hpa_step(self._hpa_for(tenant, config), reading)
+        decision = Decision(
+            tenant=tenant, mode=mode, action=action, delta=delta,
+            current_workers=decide.current_workers(reading),
+            target_workers=decide.target(config, reading, delta),
+            policy_version=policy.version if policy is not None and mode == MODE_POLICY else None,
+            predictor_version=models.version(PREDICTOR), fallback=fallback, reason=reason,
+            action_probability=probability, worker=self.name)
+        self.metrics.decisions.labels(mode=mode).inc()
+        self.metrics.decision_latency.observe(time.perf_counter() - started)
+        self.recent.append({"at": time.time(), **decision.model_dump(exclude={"worker"})})
+        return decision
+
+    def _loop_on(self, tenant: str | None) -> bool:
+        return self.config is None or self.config.is_enabled(LOOP_FLAG, tenant, default=True)
+
+    def _mode(self, tenant: str | None) -> str:
+        value = self.config.get(MODE_KEY, tenant, default=MODE_POLICY) if self.config else MODE_POLICY
+        return value if value in (MODE_POLICY, MODE_HPA) else MODE_POLICY
+
+    def _hpa_for(self, tenant: str | None, config: SimConfig) -> HPAPolicy:
+        hpa = self._hpa.get(tenant)
+        if hpa is None or hpa.config != config:
+            if len(self._hpa) >= HPA_TENANTS_LIMIT:
+                self._hpa.clear()
+            hpa = self._hpa[tenant] = HPAPolicy(config)
+            hpa.reset(1)
+        return hpa
+
+    # --------------------------------------------------------------------------------- health
+    def health(self) -> dict[str, Any]:
+        models = self.models
+        problems = []
+        client = self.config
+        plane: dict[str, Any] = {"following": client is not None}
+        if client is not None:
+            plane |= {"url": client.url, "state": client.state, "connected": client.connected,
+                      "stale": client.stale, "revision": client.revision, "last_error": client.last_error}
+            if not client.connected:
+                problems.append(f"control plane at {client.url} unreachable "
+                                f"({client.last_error or client.state}); serving the last snapshot "
+                                f"(revision {client.revision}) and the loaded models")
+        if models.policy is None:
+            problems.append("no rl_agent version loaded: decisions use the HPA rule")
+        loading = not self.wait_loaded(0)
+        status = "starting" if loading and models.policy is None else ("degraded" if problems else "ok")
+        return {
+            "ok": True, "worker": self.name, "status": status, "problems": problems,
+            "control_plane": plane,
+            "models": [_state(POLICY, models.policy), _state(PREDICTOR, models.predictor)],
+            "swaps": self.swap_count, "last_swap": self.swaps[-1] if self.swaps else None,
+            "last_load_error": self.last_load_error,
+            "uptime_seconds": round(time.time() - self.started_at, 1),
+        }
+
+
+def _state(name: str, served: Any) -> dict[str, Any]:
+    if served is None:
+        return {"name": name, "version": None, "loaded_at": None, "source": None}
+    return {"name": name, "version": served.version, "loaded_at": served.loaded_at, "source": served.source}
+
+
+def _numeric(version: str) -> float:
+    try:
+        return float(version)
+    except ValueError:
+        return 0.0

@@ -136,7 +136,7 @@ def version_checkpoint(name: str, version: str | int, pattern: str, destination:
     ``pattern``), downloaded into ``destination``; a :class:`RegistryError` when the version or
     its checkpoint does not exist."""
     found = _version_or_fail(name, version)
-    files = sorted(download_artifacts(found.run_id, "checkpoint", destination).glob(pattern))
+    files = sorted(_checkpoint_folder(found.run_id, destination).glob(pattern))
     if not files:
         raise RegistryError(f"{name} version {found.version} has no checkpoint artifact")
     return files[0]
@@ -178,6 +178,21 @@ def record_gate(name: str, version: str | int, gate: dict[str, Any]) -> None:
         if value is None or isinstance(value, (dict, list)):
             continue
         mlflow_client.set_model_version_tag(name, str(version), f"{GATE_PREFIX}{key}", str(value))
+
+
+def _checkpoint_folder(run_id: str, destination: Path) -> Path:
+    """The run's ``checkpoint`` artifacts: read in place from a local artifact store (the
+    embedded default: no copy, one query), else downloaded into ``destination``."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    root = client().get_run(run_id).info.artifact_uri
+    where = urlparse(root)
+    if where.scheme in ("", "file"):
+        local = Path(url2pathname(where.path)) / "checkpoint"
+        if local.is_dir():
+            return local
+    return download_artifacts(run_id, "checkpoint", destination)
 
 
 def _version_or_fail(name: str, version: str | int):

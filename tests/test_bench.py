@@ -56,3 +56,10 @@ def test_workflows_bench_quick():
     assert {"overhead_vs_raw_dagster", "submit_to_first_node_ms", "ws_event_p99_ms",
             "chain_overhead_vs_raw_dagster", "fan_overhead_vs_raw_dagster",
             "overhead_vs_raw_ephemeral"} <= set(figures)
+
+
+def test_promotion_latency_bench_quick():
+    figures = last_json_line(["bench/promotion_latency.py", "--quick"])
+    assert {"promotion_to_live_p99_ms", "promotion_to_live_p50_ms", "decision_p50_ms", "decision_p99_ms",
+            "decision_p99_ms_during_swap", "decision_p99_ms_outside_swap", "server_decision_p99_ms",
+            "failed_requests_during_swap", "workers", "promotions"} <= set(figures)

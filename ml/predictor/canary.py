@@ -133,7 +133,8 @@ def _resolve_champion(
         return None, None
     from ml.predictor.tracking import champion_checkpoint
 
-    found = champion_checkpoint(Path(tempfile.mkdtemp(prefix="pmx-champion-")))
+    with tempfile.TemporaryDirectory(prefix="pmx-champion-") as folder:  # loaded into memory inside
+        found = champion_checkpoint(Path(folder))
     return found if found is not None else (None, None)
 
 

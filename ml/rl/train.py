@@ -223,12 +223,14 @@ def canary_rl(
     checks = [{"check": "vs_hpa", "passed": vs_hpa["mean"] > 0,
                "reason": f"reward {candidate.reward.mean():.2f} vs HPA {hpa.reward.mean():.2f} "
                          f"(paired improvement {vs_hpa['mean']:+.2%})"}]
-    champion_path, champion_version = _champion(champion_checkpoint, use_registry)
+    with tempfile.TemporaryDirectory(prefix="pmx-rl-champion-") as folder:  # a downloaded champion
+        champion_path, champion_version = _champion(champion_checkpoint, use_registry, Path(folder))
+        champion_policy = PPOPolicy.from_checkpoint(champion_path) if champion_path is not None else None
     result: dict[str, Any] = {"reward": float(candidate.reward.mean()),
                               "hpa_reward": float(hpa.reward.mean()),
                               "improvement_vs_hpa": vs_hpa, "champion_version": champion_version}
-    if champion_path is not None:
-        champion = judged.run(PPOPolicy.from_checkpoint(champion_path))
+    if champion_policy is not None:
+        champion = judged.run(champion_policy)
         vs_champion = paired_improvement(candidate, champion)
         result |= {"champion_reward": float(champion.reward.mean()),
                    "improvement_vs_champion": vs_champion}
@@ -249,13 +251,13 @@ def canary_rl(
     return {"passed": passed, **{k: v for k, v in result.items() if k != "passed"}}
 
 
-def _champion(path: Path | None, use_registry: bool) -> tuple[Path | None, str | None]:
+def _champion(path: Path | None, use_registry: bool, folder: Path) -> tuple[Path | None, str | None]:
     if path is not None:
         return path, str(path)
     if not use_registry:
         return None, None
     from ml.rl.tracking import champion_checkpoint
 
-    found = champion_checkpoint(Path(tempfile.mkdtemp(prefix="pmx-rl-champion-")))
+    found = champion_checkpoint(folder)
     return found if found is not None else (None, None)
 

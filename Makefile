@@ -31,8 +31,10 @@ up: setup
 	$(BIN)/pmx demo
 	$(BIN)/pmx up
 
+# Two workers (pytest-xdist) on a 2-core machine: many tests wait on servers and subprocesses they
+# start; a file, or a group of files sharing a session fixture (tests/conftest.py), is one unit.
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadgroup
 
 lint: setup
 	$(BIN)/ruff check .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,9 @@ import pandas as pd
 import pytest
 
 from prioritymax.settings import BUNDLED_TRACE, get_settings
+
+#: A tracking URI the tests were started with (then kept); MLflow itself exports one per test.
+SESSION_MLFLOW_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
 
 @pytest.fixture(autouse=True)
@@ -20,6 +24,11 @@ def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     get_settings.cache_clear()
     yield home
+    # monkeypatch restores only what it changed: a URI MLflow exported during the test (to this
+    # home's store) would stay, and a module or session fixture set up before the next test's
+    # data_home would write to this home's registry. Unless the session started with one set.
+    if not SESSION_MLFLOW_URI:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
     get_settings.cache_clear()
 
 
@@ -43,3 +52,23 @@ def small_trace(tmp_path: Path) -> Path:
     keep = ~((minutes >= 1900) & (minutes < 2020))
     stamps = stamps[keep].strftime("%Y-%m-%dT%H:%M:%SZ")
     return write_trace(tmp_path / "small.csv", stamps, counts[keep])
+
+
+#: Files that share an expensive session fixture run in one pytest-xdist worker, so it is built once.
+SHARED_GROUPS = {
+    "tests/dashboard/": "dashboard",  # the populated data home (trainings, the API, a worker)
+    "tests/orchestration/test_assets.py": "pipeline",  # the full_pipeline_job run (``promoted``)
+    "tests/orchestration/test_checks.py": "pipeline",
+    "tests/orchestration/test_jobs.py": "pipeline",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``make test`` (pytest-xdist, ``--dist loadgroup``) a file is the unit a worker takes, as
+    with ``--dist loadfile``, so a module's fixtures are built once; files in :data:`SHARED_GROUPS`
+    go to one worker together. Without xdist the marks change nothing."""
+    root = config.rootpath
+    for item in items:
+        path = item.path.relative_to(root).as_posix()
+        group = next((name for prefix, name in SHARED_GROUPS.items() if path.startswith(prefix)), path)
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -51,9 +51,10 @@ def test_example_spec_is_the_seeds_order_workflow(tmp_path: Path):
     assert [n.node_id for n in spec.nodes] == ["start", "verify", "payment", "end"]
     assert [(e.source, e.target) for e in spec.edges] == [("start", "verify"), ("verify", "payment"),
                                                           ("payment", "end")]
-    verify = spec.node("verify")
+    nodes = {node.node_id: node for node in spec.nodes}
+    verify = nodes["verify"]
     assert verify.template.retry_policy.max_retries == 2
-    assert spec.node("payment").template.timeout_seconds == 15
+    assert nodes["payment"].template.timeout_seconds == 15
     # The verify node's callable runs through the python executor.
     settings = Settings(PRIORITYMAX_HOME=str(tmp_path))
     assert execute(verify.template, {"order_id": 42}, META, settings=settings) == {

@@ -9,7 +9,10 @@ has, so every such test dies with ``AttributeError: 'Function' object has no att
 the huge version number that once reached SQLite as a 500 -, fuzzing, stateful), with a fixed
 seed so a failure reproduces; its JUnit report tells which operations ran and which failed.
 
-Nothing is excluded: the test asserts that every operation of the document was tested. The
+One operation is excluded, :data:`EXCLUDED`: it launches a real Dagster run through Dagster's
+webserver, so with one running the fuzzer would start training runs, and without one its answer is
+the documented 503 (test_admin_roles.py, and tests/orchestration/test_launch.py with a webserver).
+The test asserts that every other operation of the document was tested. The
 WebSocket (/config/ws/config) is not an OpenAPI operation, so it is not in the document;
 test_config_api.py and test_roles.py cover it. The server is this module's own (the ``server``
 fixture is module-scoped), so the garbage written here reaches no other test. It runs without
@@ -34,6 +37,7 @@ pytestmark = pytest.mark.integration
 #: Per operation (fuzzing); ~40 s on 2 cores for the 28 operations and all phases.
 MAX_EXAMPLES = 15
 SEED = 20240611
+EXCLUDED = {"POST /admin/training/{job}"}
 
 
 def test_no_operation_answers_with_a_server_error(server, tmp_path):
@@ -48,7 +52,8 @@ def test_no_operation_answers_with_a_server_error(server, tmp_path):
         if not failed and run.returncode == 0:
             break
     assert not failed, f"operations answered with a 5xx (or errored): {failed}\n{output}"
-    assert operations <= tested, f"not tested: {sorted(operations - tested)}\n{output}"
+    assert operations - EXCLUDED <= tested, f"not tested: {sorted(operations - EXCLUDED - tested)}\n{output}"
+    assert not EXCLUDED & tested
     assert run.returncode == 0, output
 
 
@@ -58,7 +63,8 @@ def _fuzz(server, folder: Path, seed: int):
     command = [str(st), "run", f"{server.url}/openapi.json", "--checks", "not_a_server_error",
                "--header", f"Authorization: Bearer {ADMIN_TOKEN}", "--max-examples", str(MAX_EXAMPLES),
                "--seed", str(seed), "--workers", "2", "--request-timeout", "10", "--warnings", "off",
-               "--report", "junit", "--report-junit-path", str(folder / "junit.xml")]
+               "--report", "junit", "--report-junit-path", str(folder / "junit.xml"),
+               *[part for operation in EXCLUDED for part in ("--exclude-path", operation.split(" ", 1)[1])]]
     # cwd: a folder of its own, so no schemathesis.toml of the repository or the user applies,
     # and the .hypothesis example database lands there instead of in the repository.
     run = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=300,

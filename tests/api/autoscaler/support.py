@@ -4,9 +4,10 @@ checkpoint artifact is garbage."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from prioritymax.settings import get_settings
 
@@ -28,10 +29,10 @@ def register_policies(home: Path, work: Path) -> Versions:
     from ml.rl.ppo import Args
     from ml.rl.train import train_rl
 
-    previous = os.environ.get("PRIORITYMAX_HOME")
-    os.environ["PRIORITYMAX_HOME"] = str(home)
-    get_settings.cache_clear()
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PRIORITYMAX_HOME", str(home))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)  # one left by another test's MLflow
+        get_settings.cache_clear()
         good = []
         for seed in (1, 2):
             checkpoint = work / f"seed{seed}" / "rl_agent.pt"
@@ -46,10 +47,5 @@ def register_policies(home: Path, work: Path) -> Versions:
         for version in (*good, broken):
             registry.record_gate("rl_agent", version, {"passed": True})
         registry.promote("rl_agent", good[0], actor="test")
-    finally:
-        if previous is None:
-            os.environ.pop("PRIORITYMAX_HOME", None)
-        else:
-            os.environ["PRIORITYMAX_HOME"] = previous
-        get_settings.cache_clear()
+    get_settings.cache_clear()
     return Versions(home, good, broken)

@@ -75,27 +75,30 @@ def processes_on(home: Path) -> list[int]:
 
 def test_up_serves_the_api_and_dagster_and_ctrl_c_stops_every_child(tmp_path):
     home = tmp_path / "up-home"
-    api_port, dagster_port, autoscaler_port = free_port(), free_port(), free_port()
+    api_port, dagster_port, autoscaler_port, dashboard_port = (free_port() for _ in range(4))
     with running_up(home, "--no-pipeline", "--api-port", str(api_port), "--dagster-port", str(dagster_port),
-                    "--autoscaler-port", str(autoscaler_port)) as (process, output, children):
+                    "--autoscaler-port", str(autoscaler_port),
+                    "--dashboard-port", str(dashboard_port)) as (process, output, children):
         text = output.read_text()
         assert f"http://127.0.0.1:{api_port}/docs" in text
         assert f"http://127.0.0.1:{dagster_port}" in text
         assert str(home / "secrets" / "admin.token") in text
         assert f"http://127.0.0.1:{autoscaler_port}/autoscaler/health" in text
-        assert set(children) == {"api", "autoscaler", "dagster-webserver", "dagster-daemon"}
+        assert f"http://127.0.0.1:{dashboard_port}" in text
+        assert set(children) == {"api", "autoscaler", "dashboard", "dagster-webserver", "dagster-daemon"}
 
         assert httpx.get(f"http://127.0.0.1:{api_port}/config/health", timeout=10).status_code == 200
         assert httpx.get(f"http://127.0.0.1:{dagster_port}/server_info", timeout=10).status_code == 200
         worker = httpx.get(f"http://127.0.0.1:{autoscaler_port}/autoscaler/health", timeout=10).json()
         assert worker["control_plane"]["url"] == f"http://127.0.0.1:{api_port}"
+        assert httpx.get(f"http://127.0.0.1:{dashboard_port}/_stcore/health", timeout=10).text == "ok"
         assert (home / "secrets" / "admin.token").exists()
         assert (home / "dagster" / "dagster.yaml").exists()
 
         os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does to a foreground job
         assert process.wait(timeout=60) == 0, output.read_text()
     text = output.read_text()
-    assert "stopped: api, autoscaler, dagster-webserver, dagster-daemon" in text
+    assert "stopped: api, autoscaler, dashboard, dagster-webserver, dagster-daemon" in text
     assert not [name for name, pid in children.items() if group_alive(pid)], text
     assert processes_on(home) == []
 
@@ -108,7 +111,7 @@ def test_up_refuses_a_taken_port_and_starts_nothing(tmp_path):
         taken.listen()
         dagster_port = taken.getsockname()[1]
         process, output = pmx_up(home, "--api-port", str(api_port), "--dagster-port", str(dagster_port),
-                                 "--autoscaler-port", str(free_port()))
+                                 "--autoscaler-port", str(free_port()), "--dashboard-port", str(free_port()))
         assert process.wait(timeout=120) == 1
     text = output.read_text()
     assert f"port {dagster_port} on 127.0.0.1 (Dagster UI) is already in use" in text
@@ -122,8 +125,9 @@ def test_up_refuses_a_taken_port_and_starts_nothing(tmp_path):
 def test_up_names_a_service_that_dies_and_exits_1(tmp_path):
     home = tmp_path / "up-home"
     with running_up(home, "--no-dagster", "--api-port", str(free_port()),
-                    "--autoscaler-port", str(free_port())) as (process, output, children):
-        assert list(children) == ["api", "autoscaler"] and "Dagster" not in output.read_text()
+                    "--autoscaler-port", str(free_port()),
+                    "--dashboard-port", str(free_port())) as (process, output, children):
+        assert list(children) == ["api", "autoscaler", "dashboard"] and "Dagster" not in output.read_text()
         os.killpg(children["api"], signal.SIGKILL)
         assert process.wait(timeout=60) == 1, output.read_text()
     assert "api exited on its own (exit status -9)" in output.read_text()

@@ -1,0 +1,116 @@
+"""The autoscaler workers (``services.autoscaler_urls()``): health, the model versions each serves,
+its recent decisions and swaps. A worker that does not answer is :class:`ServiceDown`; its routes
+other than ``/health`` are called with PRIORITYMAX_AUTOSCALER_TOKEN when that is set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+import httpx
+import pandas as pd
+import streamlit as st
+
+from dashboard.data.services import TIMEOUT_S, APIRefused, ServiceDown, autoscaler_urls, settings
+
+SERVICE = "Autoscaler worker"
+DECISION_COLUMNS = ["at", "tenant", "mode", "action", "delta", "current_workers", "target_workers",
+                    "policy_version", "predictor_version", "fallback", "action_probability", "reason"]
+SWAP_COLUMNS = ["at", "model", "from", "to", "source"]
+MODEL_COLUMNS = ["name", "version", "source", "loaded_at"]
+
+
+def urls() -> list[str]:
+    return autoscaler_urls()
+
+
+def _when(seconds: Any) -> pd.Timestamp | None:
+    return None if seconds is None or pd.isna(seconds) else pd.Timestamp(seconds, unit="s", tz="UTC")
+
+
+def _get(url: str, path: str, params: dict | None = None) -> Any:
+    token = settings().autoscaler_token
+    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else {}
+    try:
+        response = httpx.get(f"{url}{path}", params=params, headers=headers, timeout=TIMEOUT_S)
+    except httpx.HTTPError as error:
+        raise ServiceDown(SERVICE, f"the worker at {url} does not answer ({type(error).__name__}); start one "
+                                   "with `pmx autoscaler` or `pmx up`") from None
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = response.text[:300]
+        raise APIRefused(response.status_code, detail)
+    return response.json()
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def health(url: str) -> dict[str, Any]:
+    """``GET /autoscaler/health``: status (ok, degraded, starting), problems, the control plane
+    connection, the models, swaps, uptime."""
+    return _get(url, "/autoscaler/health")
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def models(url: str) -> pd.DataFrame:
+    """The model versions in use (``GET /autoscaler/models``)."""
+    frame = pd.DataFrame(_get(url, "/autoscaler/models"), columns=MODEL_COLUMNS)
+    frame["loaded_at"] = frame["loaded_at"].map(_when)
+    return frame
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def decisions(url: str, limit: int = 200) -> pd.DataFrame:
+    """The latest decisions (``GET /autoscaler/decisions``), newest first."""
+    frame = pd.DataFrame(_get(url, "/autoscaler/decisions", {"limit": int(limit)}), columns=DECISION_COLUMNS)
+    frame["at"] = frame["at"].map(_when)
+    frame["tenant"] = frame["tenant"].fillna("global")
+    return frame.iloc[::-1].reset_index(drop=True)
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def swaps(url: str) -> pd.DataFrame:
+    """The latest model swaps (``GET /autoscaler/swaps``), newest first."""
+    frame = pd.DataFrame(_get(url, "/autoscaler/swaps"), columns=SWAP_COLUMNS)
+    frame["at"] = frame["at"].map(_when)
+    return frame.iloc[::-1].reset_index(drop=True)
+
+
+def version_of(model_frame: pd.DataFrame, name: str) -> str | None:
+    found = model_frame.loc[model_frame["name"] == name, "version"]
+    return None if found.empty or pd.isna(found.iloc[0]) else str(found.iloc[0])
+
+
+def decision_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Decisions per tenant and mode: how many, the mean and last target, fallbacks, the versions
+    that decided (DuckDB over the frame)."""
+    columns = ["tenant", "mode", "decisions", "mean_target", "last_target", "fallbacks", "policy_versions",
+               "latest"]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    with duckdb.connect() as con:
+        con.register("decisions", frame[["at", "tenant", "mode", "target_workers", "fallback",
+                                         "policy_version"]])
+        return con.execute(
+            "SELECT tenant, mode, count(*) AS decisions, round(avg(target_workers), 1) AS mean_target, "
+            "arg_max(target_workers, \"at\") AS last_target, count(*) FILTER (WHERE fallback) AS fallbacks, "
+            "string_agg(DISTINCT policy_version, ', ' ORDER BY policy_version) AS policy_versions, "
+            "max(\"at\") AS latest FROM decisions GROUP BY ALL ORDER BY tenant, mode").df()
+
+
+def overview() -> pd.DataFrame:
+    """One row per worker URL: up or down, its name, status and versions (from the cached health)."""
+    rows = []
+    for url in urls():
+        try:
+            found = health(url)
+        except (ServiceDown, APIRefused) as error:
+            rows.append({"worker": None, "url": url, "up": "❌ down", "status": None, "rl_agent": None,
+                         "predictor": None, "detail": str(error)})
+            continue
+        versions = {m["name"]: m["version"] for m in found.get("models", [])}
+        rows.append({"worker": found.get("worker"), "url": url, "up": "✅ up", "status": found.get("status"),
+                     "rl_agent": versions.get("rl_agent"), "predictor": versions.get("predictor"),
+                     "detail": "; ".join(found.get("problems") or []) or "no problems"})
+    return pd.DataFrame(rows, columns=["worker", "url", "up", "status", "rl_agent", "predictor", "detail"])

@@ -1,0 +1,81 @@
+"""Registered model versions, the promotion timeline, and promote/rollback through the admin API
+(the code path of ``pmx models``, so the dashboard's actions are recorded with the token's name)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+import pandas as pd
+import streamlit as st
+
+from dashboard.data.services import ServiceDown, api, settings
+
+MODEL_NAMES = ("predictor", "rl_agent")
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def versions() -> pd.DataFrame:
+    """Every version with aliases, gate result, headline metrics and who promoted it."""
+    from ml import registry
+
+    if not registry.registry_exists(settings()):
+        raise ServiceDown("MLflow", "no model registry yet: train with --mlflow or run the pipeline")
+    rows = []
+    for row in registry.list_versions():
+        metrics = row["metrics"]
+        rows.append({
+            "model": row["name"], "version": row["version"], "aliases": row["aliases"],
+            "created": row["created"], "gate": {"True": "passed", "False": "failed"}.get(
+                row["gate"].get("passed", ""), "not run"),
+            "holdout_rmse": metrics.get("holdout_rmse"), "eval_reward": metrics.get("eval_reward"),
+            "promoted_by": row["promotion"].get("promotion.actor"),
+            "gate_detail": row["gate"], "run_id": row["run_id"],
+        })
+    return pd.DataFrame(rows)
+
+
+def champions(frame: pd.DataFrame) -> dict[str, Any]:
+    """Model name -> champion version (None without one)."""
+    found = {name: None for name in MODEL_NAMES}
+    if not frame.empty:
+        for row in frame[frame["aliases"].str.contains("champion")].itertuples():
+            found[row.model] = row.version
+    return found
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def timeline() -> pd.DataFrame:
+    """Promotions, rollbacks, archives and registrations from ``logs/models_audit.jsonl`` (DuckDB)."""
+    path = settings().logs_dir / "models_audit.jsonl"
+    columns = ["at", "event", "model", "version", "previous", "actor", "forced", "reason"]
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame(columns=columns)
+    # Each event has its own fields (a rollback's from_version, an archive's path): read them as
+    # one frame with every column, then let DuckDB shape it.
+    events = pd.read_json(path, lines=True, dtype=False).reindex(
+        columns=["at", "event", "model", "version", "previous_champion", "from_version", "actor",
+                 "forced", "reason"])
+    with duckdb.connect() as con:
+        con.register("events", events.astype(object).where(events.notna(), None))
+        return con.execute(
+            "SELECT CAST(\"at\" AS TIMESTAMPTZ) AS \"at\", event, model, "
+            "CAST(version AS VARCHAR) AS version, "
+            "CAST(coalesce(previous_champion, from_version) AS VARCHAR) AS previous, actor, "
+            "coalesce(CAST(forced AS BOOLEAN), false) AS forced, coalesce(reason, '') AS reason "
+            "FROM events ORDER BY \"at\"").df()
+
+
+def promote(model: str, version: int, reason: str, force: bool = False) -> dict[str, Any]:
+    result = api("POST", f"/admin/models/{model}/promote",
+                 json={"version": int(version), "reason": reason, "force": force})
+    versions.clear()
+    timeline.clear()
+    return result
+
+
+def rollback(model: str) -> dict[str, Any]:
+    result = api("POST", f"/admin/models/{model}/rollback")
+    versions.clear()
+    timeline.clear()
+    return result

@@ -1,0 +1,282 @@
+"""The RL page's data: which PPO policy to show, which traces to run it on, and one seeded episode
+of that policy and of the HPA rule side by side, recorded step by step.
+
+The policy is the registry's ``rl_agent`` champion (or its challenger, on request) when there is
+a registry, else the trainer's default checkpoint ``<home>/models/rl_agent.pt``. An episode is
+stepped here, recording every step (``evaluate_policy`` keeps totals only), in one
+:class:`~ml.sim.vec_env.PriorityMaxVecEnv` with one env per policy, each env seeded with the same
+seed: each trajectory is exactly that of a one-env evaluation with that seed, both policies face
+the very same arrivals, and the simulator steps once for both (an episode of 720 steps takes about
+half a second). A trace is replayed on its held-out latest part (what ``eval_rl`` scores a policy
+on); the synthetic profile is replayed whole. The per-policy summary is one DuckDB query over the
+recorded frame.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard.data.services import settings
+
+MODEL_NAME = "rl_agent"
+CHECKPOINT = "rl_agent.pt"
+#: Policy names in the frames and charts.
+PPO, HPA = "PPO", "HPA"
+HOW_TO_TRAIN = ("Train one with `pmx train_rl` (`--mlflow` registers it; `pmx canary_rl` and "
+                "`pmx models promote` make it the champion), or run the pipeline: `pmx up`.")
+
+
+class EpisodeError(ValueError):
+    """An episode that cannot be run: an unreadable checkpoint or trace, an episode too long for
+    the trace, a registry version without a checkpoint. The message says which."""
+
+
+@dataclass(frozen=True)
+class PolicyChoice:
+    """A policy the page can show: a registered version (``version``) or a checkpoint file."""
+
+    label: str
+    version: str | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A traffic source: ``"synthetic"`` or a trace CSV's path."""
+
+    label: str
+    source: str
+
+
+# ------------------------------------------------------------------------------- the policies
+def _registry_choices(name: str) -> tuple[list[PolicyChoice], str | None]:
+    """The champion and challenger of ``name``, and a note when the registry could not be read."""
+    from ml import registry
+
+    if not registry.registry_exists(settings()):
+        return [], None
+    found = []
+    try:
+        for alias in (registry.CHAMPION, registry.CHALLENGER):
+            version = registry.version_by_alias(name, alias)
+            if version is not None and str(version.version) not in {c.version for c in found}:
+                found.append(PolicyChoice(f"{name} v{version.version} ({alias})",
+                                          version=str(version.version)))
+    except Exception as error:  # a tracking server that does not answer, a broken store
+        return [], f"the MLflow registry could not be read ({type(error).__name__}: {error})"
+    return found, None
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def policies() -> tuple[list[PolicyChoice], str | None]:
+    """The policies to choose from, the registry champion first, then its challenger, then
+    ``<home>/models/rl_agent.pt`` when it exists; and a note when the registry was unreadable.
+    An empty list: there is no policy yet (:data:`HOW_TO_TRAIN`)."""
+    found, note = _registry_choices(MODEL_NAME)
+    local = settings().models_dir / CHECKPOINT
+    if local.is_file():
+        found.append(PolicyChoice(f"models/{CHECKPOINT} (local file)", path=str(local)))
+    return found, note
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _payload(version: str | None, path: str | None, modified: float | None) -> dict[str, Any]:
+    """A checkpoint read once (registered versions never change; a file is keyed by its mtime)."""
+    from ml import registry
+    from ml.rl.ppo import CheckpointError, load_checkpoint
+
+    try:
+        if version is not None:
+            with tempfile.TemporaryDirectory(prefix="pmx-dashboard-rl-") as folder:
+                return load_checkpoint(registry.version_checkpoint(MODEL_NAME, version, "*.pt",
+                                                                   Path(folder)))
+        return load_checkpoint(path)
+    except (CheckpointError, registry.RegistryError) as error:
+        raise EpisodeError(str(error)) from None
+
+
+def checkpoint(choice: PolicyChoice) -> dict[str, Any]:
+    modified = Path(choice.path).stat().st_mtime if choice.path and Path(choice.path).exists() else None
+    return _payload(choice.version, choice.path, modified)
+
+
+def policy_details(choice: PolicyChoice) -> dict[str, Any]:
+    """What the page says about a policy: its training traffic, episode length, network size."""
+    payload = checkpoint(choice)
+    return {"traffic": payload.get("traffic"),
+            "episode_steps": int(payload["sim_config"]["episode_steps"]),
+            "trainer": payload.get("trainer", "ppo"), "hidden_dim": payload["args"].get("hidden_dim"),
+            "trained_steps": payload.get("global_step")}
+
+
+# --------------------------------------------------------------------------------- the traces
+@st.cache_data(ttl=30, show_spinner=False)
+def traces() -> list[Trace]:
+    """The default trace (PRIORITYMAX_TRACE, else the NASA HTTP trace), the synthetic profile,
+    then every trace in the data home: ``data/<source>/trace.csv`` (the pipeline's) and the
+    landed files of ``data/traces/``."""
+    current = settings()
+    found: list[Trace] = []
+    seen: set[Path] = set()
+
+    def add(label: str, path: Path) -> None:
+        resolved = path.resolve()
+        if path.is_file() and resolved not in seen:
+            seen.add(resolved)
+            found.append(Trace(label, str(path)))
+
+    default = current.trace_path
+    add(f"{default.name.split('.')[0]} (default trace)", default)
+    found.append(Trace("synthetic profile", "synthetic"))
+    data = current.data_dir
+    for path in sorted(data.glob("*/trace.csv")):
+        add(str(path.relative_to(current.home)), path)
+    for pattern in ("*.csv", "*.csv.gz"):
+        for path in sorted((data / "traces").glob(pattern)):
+            if not path.name.startswith("."):
+                add(str(path.relative_to(current.home)), path)
+    return found
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _traffic(source: str, modified: float | None, config_items: tuple[tuple[str, Any], ...]):
+    """The series an episode replays: a trace's held-out latest part, or the synthetic profile."""
+    from ml.rl.train import traffic_for
+    from ml.sim.config import SimConfig
+    from ml.sim.traffic import TraceError
+
+    config = SimConfig.from_dict(dict(config_items))
+    try:
+        return traffic_for(None if source == "synthetic" else source, config).evaluation
+    except (TraceError, OSError) as error:
+        raise EpisodeError(str(error)) from None
+
+
+def _hashable(config_dict: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(config_dict.items()))
+
+
+# -------------------------------------------------------------------------------- the episode
+_SCALARS = ("active_workers", "warming_workers", "utilization", "arrival_rate", "worker_delta",
+            "worker_cost", "sla_penalty", "churn_cost", "series_index")
+_PER_CLASS = ("arrivals", "queue", "violations", "est_wait")
+
+
+def _run(policies: list, env, seed: int, steps: int, config) -> dict[str, np.ndarray]:
+    """One episode per policy, env i run by policy i, every env from the same ``seed``: env i's
+    generator is seeded alone, so each trajectory is exactly that of a one-env
+    ``PriorityMaxVecEnv`` reset with ``seed`` (the simulator's results do not depend on how many
+    envs run side by side), and all of them face the same arrivals. Every step's info, recorded
+    as (steps, policies[, classes]) arrays."""
+    n, k = len(policies), config.num_classes
+    record = {name: np.zeros((steps, n, k)) for name in _PER_CLASS}
+    record |= {name: np.zeros((steps, n)) for name in (*_SCALARS, "reward")}
+    obs, info = env.reset(seed=[seed] * n)
+    for policy in policies:
+        policy.reset(1)
+    for t in range(steps):
+        actions = np.concatenate([
+            policy.act(obs[i:i + 1], {key: value[i:i + 1] for key, value in info.items()})
+            for i, policy in enumerate(policies)])
+        obs, reward, _, _, info = env.step(actions)
+        record["reward"][t] = reward
+        for name in (*_SCALARS, *_PER_CLASS):
+            record[name][t] = info[name]
+    return record
+
+
+def _frame(name: str, index: int, record: dict[str, np.ndarray], series, config) -> pd.DataFrame:
+    """Policy ``index``'s trajectory as one row per step."""
+    mine = {key: value[:, index] for key, value in record.items()}
+    steps = len(mine["reward"])
+    rows = mine["series_index"].astype(np.int64)
+    frame: dict[str, Any] = {
+        "step": np.arange(steps),
+        "time": pd.to_datetime(series.timestamps[rows], utc=True),
+        "policy": name,
+    }
+    for prefix in ("arrivals", "queue", "violations"):
+        for c, cls in enumerate(config.class_names):
+            frame[f"{prefix}_{cls}"] = mine[prefix][:, c]
+    for prefix in ("arrivals", "queue", "violations"):
+        frame[prefix] = mine[prefix].sum(axis=1)
+    frame["active_workers"] = mine["active_workers"]
+    frame["warming_workers"] = mine["warming_workers"]
+    frame["workers"] = mine["active_workers"] + mine["warming_workers"]
+    for key in ("utilization", "worker_delta", "worker_cost", "sla_penalty", "churn_cost", "reward"):
+        frame[key] = mine[key]
+    frame["cumulative_reward"] = np.cumsum(mine["reward"])
+    return pd.DataFrame(frame)
+
+
+@st.cache_data(max_entries=32, show_spinner="Running PPO and the HPA rule…")
+def episode(choice: PolicyChoice, trace: str, seed: int, steps: int | None = None) -> pd.DataFrame:
+    """One episode of ``steps`` steps (default: the policy's training episode length) on
+    ``trace``, run by the PPO policy and by the HPA rule from the same seed: one row per step and
+    policy (``step, time, policy``, arrivals / queue / SLA violations per class and in total,
+    workers active / warming / both, utilization, cost parts, reward, cumulative reward)."""
+    from ml.rl.policy import PPOPolicy
+    from ml.sim.config import SimConfig
+    from ml.sim.policies import HPAPolicy
+    from ml.sim.vec_env import PriorityMaxVecEnv
+
+    payload = checkpoint(choice)
+    trained = SimConfig.from_dict(payload["sim_config"])
+    steps = int(steps or trained.episode_steps)
+    if steps < 1:
+        raise EpisodeError("an episode needs at least one step")
+    config = trained.replace(episode_steps=steps)
+    modified = Path(trace).stat().st_mtime if trace != "synthetic" and Path(trace).exists() else None
+    series = _traffic(trace, modified, _hashable(trained.to_dict()))
+    if series.longest_segment < steps:
+        raise EpisodeError(f"the replayed part of {series.name!r} holds at most {series.longest_segment} "
+                           f"contiguous steps; choose an episode of {steps} steps or fewer")
+    names = (PPO, HPA)
+    env = PriorityMaxVecEnv(len(names), config, series)
+    try:
+        record = _run([PPOPolicy.from_payload(payload), HPAPolicy(config)], env, seed, steps, config)
+    finally:
+        env.close()
+    return pd.concat([_frame(name, i, record, series, config) for i, name in enumerate(names)],
+                     ignore_index=True)
+
+
+def class_names(frame: pd.DataFrame) -> list[str]:
+    return [c.removeprefix("queue_") for c in frame.columns if c.startswith("queue_")]
+
+
+def per_class(frame: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """``prefix``_<class> columns as long rows: step, time, policy, class, value."""
+    columns = [f"{prefix}_{c}" for c in class_names(frame)]
+    long = frame.melt(id_vars=["step", "time", "policy"], value_vars=columns, var_name="class",
+                      value_name="value")
+    long["class"] = long["class"].str.removeprefix(f"{prefix}_")
+    return long
+
+
+def summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per policy (PPO first): total reward, its cost parts, mean workers, SLA violations (tasks
+    and share of arrivals), worker changes; one DuckDB query over the episode frame."""
+    columns = ["policy", "total_reward", "worker_cost", "sla_penalty", "churn_cost", "mean_workers",
+               "peak_workers", "sla_violations", "violation_rate", "mean_queue", "scaling_steps"]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    with duckdb.connect() as con:
+        con.register("episode", frame.drop(columns=["time"]))
+        return con.execute(f"""
+            SELECT policy, sum(reward) AS total_reward, sum(worker_cost) AS worker_cost,
+                   sum(sla_penalty) AS sla_penalty, sum(churn_cost) AS churn_cost,
+                   avg(workers) AS mean_workers, max(workers) AS peak_workers,
+                   sum(violations) AS sla_violations,
+                   sum(violations) / greatest(sum(arrivals), 1e-12) AS violation_rate,
+                   avg(queue) AS mean_queue, count(*) FILTER (WHERE worker_delta <> 0) AS scaling_steps
+            FROM episode GROUP BY policy ORDER BY policy = '{PPO}' DESC, policy
+        """).df()[columns]

@@ -1,0 +1,94 @@
+"""Autoscaler: each connected worker's health, the model versions it serves, its recent decisions
+and model swaps. A worker that does not answer is shown as down."""
+
+import plotly.express as px
+import streamlit as st
+
+from dashboard.data import autoscaler
+from dashboard.data.services import APIRefused, ServiceDown
+from dashboard.ui import attempt, key_values, unavailable
+
+st.title("Autoscaler")
+
+urls = autoscaler.urls()
+if not urls:
+    st.info("No worker configured: set PRIORITYMAX_AUTOSCALER_URL (comma-separated for several).")
+else:
+    st.dataframe(autoscaler.overview(), hide_index=True, width="stretch")
+
+
+def uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
+
+
+def decisions_chart(frame):
+    figure = px.line(frame.sort_values("at"), x="at", y="target_workers", color="tenant", symbol="mode",
+                     markers=True, hover_data=["current_workers", "delta", "policy_version", "reason"],
+                     labels={"at": "", "target_workers": "target workers"})
+    figure.update_layout(height=280, margin={"l": 20, "r": 20, "t": 30, "b": 20})
+    return figure
+
+
+def worker_section(url: str) -> None:
+    try:
+        found = autoscaler.health(url)
+    except ServiceDown as error:
+        st.subheader(f"Worker at {url}: down")
+        unavailable(error)
+        return
+    except APIRefused as error:
+        st.subheader(f"Worker at {url}")
+        st.error(f"The worker refused: {error}")
+        return
+    st.subheader(f"Worker {found['worker']}")
+    st.caption(url)
+    models = attempt(lambda: autoscaler.models(url))
+    versions = {} if models is None else {name: autoscaler.version_of(models, name)
+                                          for name in ("rl_agent", "predictor")}
+    key_values({"Status": found["status"], "rl_agent version": versions.get("rl_agent"),
+                "predictor version": versions.get("predictor"), "Swaps": found.get("swaps"),
+                "Uptime": uptime(found.get("uptime_seconds"))}, columns=5)
+    for problem in found.get("problems") or []:
+        st.warning(problem)
+    if found.get("last_load_error"):
+        error = found["last_load_error"]
+        st.error(f"Last load failure: {error}")
+
+    plane = found.get("control_plane") or {}
+    if plane.get("following"):
+        state = "connected" if plane.get("connected") else f"not connected ({plane.get('state')})"
+        st.markdown(f"**Control plane**: {plane.get('url')} — {state}, revision {plane.get('revision')}"
+                    + (f"; last error: {plane['last_error']}" if plane.get("last_error") else ""))
+    else:
+        st.markdown("**Control plane**: not followed (the worker serves the registry's champions).")
+
+    if models is not None:
+        st.markdown("**Models in use**")
+        st.dataframe(models, hide_index=True, width="stretch")
+
+    st.markdown("**Recent decisions**")
+    found_decisions = attempt(lambda: autoscaler.decisions(url))
+    if found_decisions is not None:
+        if found_decisions.empty:
+            st.caption("No decision yet.")
+        else:
+            st.plotly_chart(decisions_chart(found_decisions), key=f"as_decisions::{url}")
+            st.dataframe(autoscaler.decision_summary(found_decisions), hide_index=True, width="stretch")
+            st.dataframe(found_decisions, hide_index=True, width="stretch")
+
+    st.markdown("**Model swaps**")
+    found_swaps = attempt(lambda: autoscaler.swaps(url))
+    if found_swaps is not None:
+        if found_swaps.empty:
+            st.caption("No swap since the worker started.")
+        else:
+            st.dataframe(found_swaps, hide_index=True, width="stretch")
+
+
+for url in urls:
+    st.divider()
+    worker_section(url)

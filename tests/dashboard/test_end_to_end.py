@@ -30,22 +30,26 @@ def dashboard(populated, tmp_path):
          "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
         cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, (tmp_path / "streamlit.log").read_text()
-        try:
-            if httpx.get(f"{url}/_stcore/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "streamlit did not answer /_stcore/health in 60 s"
-        time.sleep(0.3)
-    browser = Browser()
-    yield url, browser
-    browser.close()
-    process.terminate()
-    process.wait(20)
-    log.close()
+    browser = None
+    try:  # stopped below even when streamlit never answers
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, (tmp_path / "streamlit.log").read_text()
+            try:
+                if httpx.get(f"{url}/_stcore/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "streamlit did not answer /_stcore/health in 60 s"
+            time.sleep(0.3)
+        browser = Browser()
+        yield url, browser
+    finally:
+        if browser is not None:
+            browser.close()
+        process.terminate()
+        process.wait(20)
+        log.close()
 
 
 def test_models_and_runs_pages_render_in_chromium(dashboard, tmp_path):

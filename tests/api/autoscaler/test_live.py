@@ -58,25 +58,27 @@ def live(tmp_path_factory):
          "--token", api.tokens["viewer"], "--name", "live-worker", "--log-level", "warning"],
         env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     worker = Worker(process, f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 90
-    while True:
-        assert process.poll() is None, process.stdout.read()
+    try:  # stopped below even when the worker never gets ready
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, process.stdout.read()
+            try:
+                if worker.health()["status"] == "ok":
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the worker was not ok within 90 s"
+            time.sleep(0.2)
+        yield versions, api, worker, slack
+    finally:
+        process.terminate()
         try:
-            if worker.health()["status"] == "ok":
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the worker was not ok within 90 s"
-        time.sleep(0.2)
-    yield versions, api, worker, slack
-    process.terminate()
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    if api.process.poll() is None:
-        stop_server(api)
-    slack.close()
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        if api.process.poll() is None:
+            stop_server(api)
+        slack.close()
 
 
 def test_the_worker_serves_the_champion_and_refuses_bad_readings(live):

@@ -31,10 +31,11 @@ up: setup
 	$(BIN)/pmx demo
 	$(BIN)/pmx up
 
-# Two workers (pytest-xdist) on a 2-core machine: many tests wait on servers and subprocesses they
-# start; a file, or a group of files sharing a session fixture (tests/conftest.py), is one unit.
+# One pytest-xdist worker per core: many tests wait on the servers and subprocesses they start. A
+# file is the unit a worker takes, so a module's fixtures are built once. (--dist loadgroup would
+# group files sharing a session fixture, but xdist 3.8 cannot rename pytest 9's node ids to do it.)
 test: setup
-	$(BIN)/python -m pytest -n auto --dist loadgroup
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check .

@@ -53,22 +53,3 @@ def small_trace(tmp_path: Path) -> Path:
     stamps = stamps[keep].strftime("%Y-%m-%dT%H:%M:%SZ")
     return write_trace(tmp_path / "small.csv", stamps, counts[keep])
 
-
-#: Files that share an expensive session fixture run in one pytest-xdist worker, so it is built once.
-SHARED_GROUPS = {
-    "tests/dashboard/": "dashboard",  # the populated data home (trainings, the API, a worker)
-    "tests/orchestration/test_assets.py": "pipeline",  # the full_pipeline_job run (``promoted``)
-    "tests/orchestration/test_checks.py": "pipeline",
-    "tests/orchestration/test_jobs.py": "pipeline",
-}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under ``make test`` (pytest-xdist, ``--dist loadgroup``) a file is the unit a worker takes, as
-    with ``--dist loadfile``, so a module's fixtures are built once; files in :data:`SHARED_GROUPS`
-    go to one worker together. Without xdist the marks change nothing."""
-    root = config.rootpath
-    for item in items:
-        path = item.path.relative_to(root).as_posix()
-        group = next((name for prefix, name in SHARED_GROUPS.items() if path.startswith(prefix)), path)
-        item.add_marker(pytest.mark.xdist_group(group))

@@ -84,7 +84,7 @@ def test_each_asset_of_the_pipeline_materialized_with_its_metrics(promoted):
     assert agent["version"] == 1 and agent["epochs"] == 40 and agent["engine"] == "ppo"
     assert agent["eval_reward"] > agent["hpa_reward"]
     # Trained on the run's own copy of the trace, which the evaluation and the gate read again.
-    own_trace = Path(agent["checkpoint"]).parent / "rl_trace.csv"
+    own_trace = Path(agent["checkpoint"]).parent / ("rl_trace" + "".join(Path(data["trace"]).suffixes))
     assert agent["traffic"] == f"{own_trace.resolve()}:train0.80"
     assert pd.read_csv(own_trace).equals(pd.read_csv(data["trace"]))
 

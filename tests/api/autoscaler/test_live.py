@@ -147,13 +147,17 @@ def test_flags_steer_the_worker_per_tenant(live):
 
 def test_pmx_models_promote_publishes_to_the_control_plane_too(live):
     versions, api, worker, _ = live
+    with api.client("operator") as operator:
+        listed = operator.get("/admin/models", params={"name": "rl_agent"}).json()
+    champion = next((str(v["version"]) for v in listed if "champion" in v["aliases"].split(",")), None)
+    target = next(v for v in versions.good if v != champion and v != worker.decide()["policy_version"])
     env = {**api.env, "PRIORITYMAX_API_URL": api.url, "PRIORITYMAX_API_TOKEN": api.tokens["operator"]}
     done = subprocess.run([sys.executable, "-m", "prioritymax.cli", "models", "promote", "rl_agent",
-                           versions.good[0], "--actor", "carol"], env=env, cwd=REPO_ROOT,
+                           target, "--actor", "carol"], env=env, cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "published autoscaler.policy_version=1" in done.stdout
-    worker.wait_for(lambda d: d["policy_version"] == versions.good[0], "pmx models promote to live")
+    assert f"published autoscaler.policy_version={target}" in done.stdout
+    worker.wait_for(lambda d: d["policy_version"] == target, "pmx models promote to live")
 
 
 def test_with_the_control_plane_down_the_worker_keeps_serving(live):

@@ -505,11 +505,18 @@ def test_metrics_count_runs(operator):
     during = scrape()
     assert metric(during, "prioritymax_workflow_runs_active") == 1
     wait_run(operator, timer_run)
-    after = scrape()
-    delta = {name: metric(after, name) - metric(before, name) for name in names}
-    assert delta == {"prioritymax_workflow_runs_started_total": 3,
-                     "prioritymax_workflow_runs_failed_total": 1,
-                     "prioritymax_workflow_runs_completed_total": 2}
+    # The run's status is committed with its end event; the counters count that event in the hooks
+    # that run right after the commit, so a scrape may come a moment early.
+    expected = {"prioritymax_workflow_runs_started_total": 3, "prioritymax_workflow_runs_failed_total": 1,
+                "prioritymax_workflow_runs_completed_total": 2}
+    deadline = time.monotonic() + 10
+    while True:
+        after = scrape()
+        delta = {name: metric(after, name) - metric(before, name) for name in names}
+        if delta == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert delta == expected
     assert metric(after, "prioritymax_workflow_runs_active") == 0
 
 

@@ -11,7 +11,7 @@ import httpx
 import pandas as pd
 import streamlit as st
 
-from dashboard.data.services import TIMEOUT_S, APIRefused, ServiceDown, autoscaler_urls, settings
+from dashboard.data.services import TIMEOUT_S, APIRefused, ServiceDown, answer, autoscaler_urls, settings
 
 SERVICE = "Autoscaler worker"
 DECISION_COLUMNS = ["at", "tenant", "mode", "action", "delta", "current_workers", "target_workers",
@@ -36,13 +36,7 @@ def _get(url: str, path: str, params: dict | None = None) -> Any:
     except httpx.HTTPError as error:
         raise ServiceDown(SERVICE, f"the worker at {url} does not answer ({type(error).__name__}); start one "
                                    "with `pmx autoscaler` or `pmx up`") from None
-    if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail")
-        except ValueError:
-            detail = response.text[:300]
-        raise APIRefused(response.status_code, detail)
-    return response.json()
+    return answer(response)
 
 
 @st.cache_data(ttl=5, show_spinner=False)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -79,3 +80,34 @@ def rollback(model: str) -> dict[str, Any]:
     versions.clear()
     timeline.clear()
     return result
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A model a page can show: a registered version (``version``) or a checkpoint file (``path``)."""
+
+    label: str
+    version: str | None = None
+    path: str | None = None
+
+
+def model_choices(name: str, checkpoint: str) -> tuple[list[ModelChoice], str | None]:
+    """The registry's champion of ``name``, then its challenger, then ``<home>/models/<checkpoint>``
+    when it exists; and a note when the registry could not be read. Empty: nothing trained yet."""
+    from ml import registry
+
+    found: list[ModelChoice] = []
+    note = None
+    if registry.registry_exists(settings()):
+        try:
+            for alias in (registry.CHAMPION, registry.CHALLENGER):
+                version = registry.version_by_alias(name, alias)
+                if version is not None and str(version.version) not in {c.version for c in found}:
+                    found.append(ModelChoice(f"{name} v{version.version} ({alias})",
+                                             version=str(version.version)))
+        except Exception as error:  # a tracking server that does not answer, a broken store
+            found, note = [], f"the MLflow registry could not be read ({type(error).__name__}: {error})"
+    local = settings().models_dir / checkpoint
+    if local.is_file():
+        found.append(ModelChoice(f"models/{checkpoint} (local file)", path=str(local)))
+    return found, note

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard.data.models import ModelChoice, model_choices
 from dashboard.data.services import settings
 
 MODEL_NAME = "predictor"
@@ -41,14 +42,6 @@ class HoldoutError(ValueError):
     """A holdout that cannot be scored: an unreadable checkpoint or dataset, a dataset without
     the model's columns, too few rows. The message says which."""
 
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """A predictor the page can show: a registered version (``version``) or a checkpoint file."""
-
-    label: str
-    version: str | None = None
-    path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,33 +63,12 @@ class Holdout:
 
 
 # ---------------------------------------------------------------------------- the predictors
-def _registry_choices() -> tuple[list[ModelChoice], str | None]:
-    from ml import registry
-
-    if not registry.registry_exists(settings()):
-        return [], None
-    found = []
-    try:
-        for alias in (registry.CHAMPION, registry.CHALLENGER):
-            version = registry.version_by_alias(MODEL_NAME, alias)
-            if version is not None and str(version.version) not in {c.version for c in found}:
-                found.append(ModelChoice(f"{MODEL_NAME} v{version.version} ({alias})",
-                                         version=str(version.version)))
-    except Exception as error:  # a tracking server that does not answer, a broken store
-        return [], f"the MLflow registry could not be read ({type(error).__name__}: {error})"
-    return found, None
-
-
 @st.cache_data(ttl=10, show_spinner=False)
 def models() -> tuple[list[ModelChoice], str | None]:
     """The predictors to choose from, the registry champion first, then its challenger, then
     ``<home>/models/predictor_lgbm.pkl`` when it exists; and a note when the registry was
     unreadable. An empty list: there is no predictor yet (:data:`HOW_TO_TRAIN`)."""
-    found, note = _registry_choices()
-    local = settings().models_dir / CHECKPOINT
-    if local.is_file():
-        found.append(ModelChoice(f"models/{CHECKPOINT} (local file)", path=str(local)))
-    return found, note
+    return model_choices(MODEL_NAME, CHECKPOINT)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard.data.models import ModelChoice, model_choices
 from dashboard.data.services import settings
 
 MODEL_NAME = "rl_agent"
@@ -39,14 +40,6 @@ class EpisodeError(ValueError):
     the trace, a registry version without a checkpoint. The message says which."""
 
 
-@dataclass(frozen=True)
-class PolicyChoice:
-    """A policy the page can show: a registered version (``version``) or a checkpoint file."""
-
-    label: str
-    version: str | None = None
-    path: str | None = None
-
 
 @dataclass(frozen=True)
 class Trace:
@@ -57,34 +50,12 @@ class Trace:
 
 
 # ------------------------------------------------------------------------------- the policies
-def _registry_choices(name: str) -> tuple[list[PolicyChoice], str | None]:
-    """The champion and challenger of ``name``, and a note when the registry could not be read."""
-    from ml import registry
-
-    if not registry.registry_exists(settings()):
-        return [], None
-    found = []
-    try:
-        for alias in (registry.CHAMPION, registry.CHALLENGER):
-            version = registry.version_by_alias(name, alias)
-            if version is not None and str(version.version) not in {c.version for c in found}:
-                found.append(PolicyChoice(f"{name} v{version.version} ({alias})",
-                                          version=str(version.version)))
-    except Exception as error:  # a tracking server that does not answer, a broken store
-        return [], f"the MLflow registry could not be read ({type(error).__name__}: {error})"
-    return found, None
-
-
 @st.cache_data(ttl=10, show_spinner=False)
-def policies() -> tuple[list[PolicyChoice], str | None]:
+def policies() -> tuple[list[ModelChoice], str | None]:
     """The policies to choose from, the registry champion first, then its challenger, then
     ``<home>/models/rl_agent.pt`` when it exists; and a note when the registry was unreadable.
     An empty list: there is no policy yet (:data:`HOW_TO_TRAIN`)."""
-    found, note = _registry_choices(MODEL_NAME)
-    local = settings().models_dir / CHECKPOINT
-    if local.is_file():
-        found.append(PolicyChoice(f"models/{CHECKPOINT} (local file)", path=str(local)))
-    return found, note
+    return model_choices(MODEL_NAME, CHECKPOINT)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -103,12 +74,12 @@ def _payload(version: str | None, path: str | None, modified: float | None) -> d
         raise EpisodeError(str(error)) from None
 
 
-def checkpoint(choice: PolicyChoice) -> dict[str, Any]:
+def checkpoint(choice: ModelChoice) -> dict[str, Any]:
     modified = Path(choice.path).stat().st_mtime if choice.path and Path(choice.path).exists() else None
     return _payload(choice.version, choice.path, modified)
 
 
-def policy_details(choice: PolicyChoice) -> dict[str, Any]:
+def policy_details(choice: ModelChoice) -> dict[str, Any]:
     """What the page says about a policy: its training traffic, episode length, network size."""
     payload = checkpoint(choice)
     return {"traffic": payload.get("traffic"),
@@ -218,7 +189,7 @@ def _frame(name: str, index: int, record: dict[str, np.ndarray], series, config)
 
 
 @st.cache_data(max_entries=32, show_spinner="Running PPO and the HPA rule…")
-def episode(choice: PolicyChoice, trace: str, seed: int, steps: int | None = None) -> pd.DataFrame:
+def episode(choice: ModelChoice, trace: str, seed: int, steps: int | None = None) -> pd.DataFrame:
     """One episode of ``steps`` steps (default: the policy's training episode length) on
     ``trace``, run by the PPO policy and by the HPA rule from the same seed: one row per step and
     policy (``step, time, policy``, arrivals / queue / SLA violations per class and in total,

@@ -59,6 +59,11 @@ def api(method: str, path: str, *, json: Any = None, params: dict | None = None,
     except httpx.HTTPError as error:
         raise ServiceDown("API", f"the API at {current.api_url} does not answer ({type(error).__name__}); "
                                  "start it with `pmx api` or `pmx up`") from None
+    return answer(response)
+
+
+def answer(response: httpx.Response) -> Any:
+    """The JSON of a 2xx answer; an :class:`APIRefused` with the ``detail`` of any other."""
     if response.status_code >= 400:
         try:
             detail = response.json().get("detail")

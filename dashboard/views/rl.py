@@ -10,7 +10,7 @@ from dashboard.ui import key_values
 COLORS = {rl.PPO: "#636efa", rl.HPA: "#ef553b"}
 
 
-def controls(choices: list[rl.PolicyChoice]) -> tuple[rl.PolicyChoice, str, int, int] | None:
+def controls(choices: list[rl.ModelChoice]) -> tuple[rl.ModelChoice, str, int, int] | None:
     labels = {c.label: c for c in choices}
     traces = {t.label: t.source for t in rl.traces()}
     top = st.columns([3, 3, 1, 1])

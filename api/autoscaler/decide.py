@@ -4,7 +4,6 @@ function of its arguments, which the tests drive directly."""
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 
 import numpy as np
@@ -80,7 +79,3 @@ def target(config: SimConfig, reading: Reading, delta: int) -> int:
 def hold_action(config: SimConfig) -> int:
     """The action index of "no change"."""
     return config.scale_deltas.index(0)
-
-
-def finite(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else value

@@ -3,13 +3,10 @@ of that policy and of the HPA rule side by side, recorded step by step.
 
 The policy is the registry's ``rl_agent`` champion (or its challenger, on request) when there is
 a registry, else the trainer's default checkpoint ``<home>/models/rl_agent.pt``. An episode is
-stepped here, recording every step (``evaluate_policy`` keeps totals only), in one
-:class:`~ml.sim.vec_env.PriorityMaxVecEnv` with one env per policy, each env seeded with the same
-seed: each trajectory is exactly that of a one-env evaluation with that seed, both policies face
-the very same arrivals, and the simulator steps once for both (an episode of 720 steps takes about
-half a second). A trace is replayed on its held-out latest part (what ``eval_rl`` scores a policy
-on); the synthetic profile is replayed whole. The per-policy summary is one DuckDB query over the
-recorded frame.
+recorded step by step by :func:`ml.sim.evaluate.record_episode` (both policies side by side, from
+the same seed, so they face the very same arrivals; 720 steps take about half a second). A trace
+is replayed on its held-out latest part (what ``eval_rl`` scores a policy on); the synthetic
+profile is replayed whole. The per-policy summary is one DuckDB query over the recorded frame.
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -136,58 +132,6 @@ def _hashable(config_dict: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 
 # -------------------------------------------------------------------------------- the episode
-_SCALARS = ("active_workers", "warming_workers", "utilization", "arrival_rate", "worker_delta",
-            "worker_cost", "sla_penalty", "churn_cost", "series_index")
-_PER_CLASS = ("arrivals", "queue", "violations", "est_wait")
-
-
-def _run(policies: list, env, seed: int, steps: int, config) -> dict[str, np.ndarray]:
-    """One episode per policy, env i run by policy i, every env from the same ``seed``: env i's
-    generator is seeded alone, so each trajectory is exactly that of a one-env
-    ``PriorityMaxVecEnv`` reset with ``seed`` (the simulator's results do not depend on how many
-    envs run side by side), and all of them face the same arrivals. Every step's info, recorded
-    as (steps, policies[, classes]) arrays."""
-    n, k = len(policies), config.num_classes
-    record = {name: np.zeros((steps, n, k)) for name in _PER_CLASS}
-    record |= {name: np.zeros((steps, n)) for name in (*_SCALARS, "reward")}
-    obs, info = env.reset(seed=[seed] * n)
-    for policy in policies:
-        policy.reset(1)
-    for t in range(steps):
-        actions = np.concatenate([
-            policy.act(obs[i:i + 1], {key: value[i:i + 1] for key, value in info.items()})
-            for i, policy in enumerate(policies)])
-        obs, reward, _, _, info = env.step(actions)
-        record["reward"][t] = reward
-        for name in (*_SCALARS, *_PER_CLASS):
-            record[name][t] = info[name]
-    return record
-
-
-def _frame(name: str, index: int, record: dict[str, np.ndarray], series, config) -> pd.DataFrame:
-    """Policy ``index``'s trajectory as one row per step."""
-    mine = {key: value[:, index] for key, value in record.items()}
-    steps = len(mine["reward"])
-    rows = mine["series_index"].astype(np.int64)
-    frame: dict[str, Any] = {
-        "step": np.arange(steps),
-        "time": pd.to_datetime(series.timestamps[rows], utc=True),
-        "policy": name,
-    }
-    for prefix in ("arrivals", "queue", "violations"):
-        for c, cls in enumerate(config.class_names):
-            frame[f"{prefix}_{cls}"] = mine[prefix][:, c]
-    for prefix in ("arrivals", "queue", "violations"):
-        frame[prefix] = mine[prefix].sum(axis=1)
-    frame["active_workers"] = mine["active_workers"]
-    frame["warming_workers"] = mine["warming_workers"]
-    frame["workers"] = mine["active_workers"] + mine["warming_workers"]
-    for key in ("utilization", "worker_delta", "worker_cost", "sla_penalty", "churn_cost", "reward"):
-        frame[key] = mine[key]
-    frame["cumulative_reward"] = np.cumsum(mine["reward"])
-    return pd.DataFrame(frame)
-
-
 @st.cache_data(max_entries=32, show_spinner="Running PPO and the HPA rule…")
 def episode(choice: ModelChoice, trace: str, seed: int, steps: int | None = None) -> pd.DataFrame:
     """One episode of ``steps`` steps (default: the policy's training episode length) on
@@ -196,8 +140,8 @@ def episode(choice: ModelChoice, trace: str, seed: int, steps: int | None = None
     workers active / warming / both, utilization, cost parts, reward, cumulative reward)."""
     from ml.rl.policy import PPOPolicy
     from ml.sim.config import SimConfig
+    from ml.sim.evaluate import record_episode
     from ml.sim.policies import HPAPolicy
-    from ml.sim.vec_env import PriorityMaxVecEnv
 
     payload = checkpoint(choice)
     trained = SimConfig.from_dict(payload["sim_config"])
@@ -210,14 +154,8 @@ def episode(choice: ModelChoice, trace: str, seed: int, steps: int | None = None
     if series.longest_segment < steps:
         raise EpisodeError(f"the replayed part of {series.name!r} holds at most {series.longest_segment} "
                            f"contiguous steps; choose an episode of {steps} steps or fewer")
-    names = (PPO, HPA)
-    env = PriorityMaxVecEnv(len(names), config, series)
-    try:
-        record = _run([PPOPolicy.from_payload(payload), HPAPolicy(config)], env, seed, steps, config)
-    finally:
-        env.close()
-    return pd.concat([_frame(name, i, record, series, config) for i, name in enumerate(names)],
-                     ignore_index=True)
+    return record_episode({PPO: PPOPolicy.from_payload(payload), HPA: HPAPolicy(config)}, series, seed,
+                          config)
 
 
 def class_names(frame: pd.DataFrame) -> list[str]:

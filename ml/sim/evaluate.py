@@ -1,4 +1,5 @@
-"""Run any policy over seeded episodes and summarize it with 95% confidence intervals.
+"""Run any policy over seeded episodes and summarize it with 95% confidence intervals; or record
+one episode of several policies step by step (:func:`record_episode`), for plots.
 
 All episodes run side by side in one :class:`~ml.sim.vec_env.PriorityMaxVecEnv` (one env per seed),
 so evaluating a baseline over 8 episodes costs about as much as one. The same seeds give the same
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 from ml.sim.config import SimConfig
@@ -159,3 +161,64 @@ def best_of_grid(
     if best is None:
         raise ValueError("empty grid")
     return best
+
+
+_SCALARS = ("active_workers", "warming_workers", "utilization", "arrival_rate", "worker_delta",
+            "worker_cost", "sla_penalty", "churn_cost", "series_index")
+_PER_CLASS = ("arrivals", "queue", "violations")
+
+
+def record_episode(policies: dict[str, Policy], source: RateSeries, seed: int,
+                   config: SimConfig | None = None) -> pd.DataFrame:
+    """One episode per policy, every one from the same ``seed``, recorded step by step: one row
+    per step and policy (``step, time, policy``; arrivals, queue and SLA violations per class and
+    in total; workers active, warming and both; utilization, the cost parts, reward, cumulative
+    reward). :func:`evaluate_policy` keeps totals only; this is for looking at an episode.
+
+    The policies run side by side, env i by policy i, each env seeded alone with ``seed``: each
+    trajectory is exactly that of a one-env evaluation with that seed, and all face the same
+    arrivals."""
+    config = config or SimConfig()
+    names = list(policies)
+    n, k, steps = len(names), config.num_classes, config.episode_steps
+    record = {name: np.zeros((steps, n, k)) for name in _PER_CLASS}
+    record |= {name: np.zeros((steps, n)) for name in (*_SCALARS, "reward")}
+    env = PriorityMaxVecEnv(n, config, source)
+    try:
+        obs, info = env.reset(seed=[seed] * n)
+        for policy in policies.values():
+            policy.reset(1)
+        for t in range(steps):
+            actions = np.concatenate([
+                policy.act(obs[i:i + 1], {key: value[i:i + 1] for key, value in info.items()})
+                for i, policy in enumerate(policies.values())])
+            obs, reward, _, _, info = env.step(actions)
+            record["reward"][t] = reward
+            for name in (*_SCALARS, *_PER_CLASS):
+                record[name][t] = info[name]
+    finally:
+        env.close()
+    return pd.concat([_episode_frame(name, i, record, source, config) for i, name in enumerate(names)],
+                     ignore_index=True)
+
+
+def _episode_frame(name: str, index: int, record: dict[str, np.ndarray], series: RateSeries,
+                   config: SimConfig) -> pd.DataFrame:
+    mine = {key: value[:, index] for key, value in record.items()}
+    frame: dict[str, Any] = {
+        "step": np.arange(len(mine["reward"])),
+        "time": pd.to_datetime(series.timestamps[mine["series_index"].astype(np.int64)], utc=True),
+        "policy": name,
+    }
+    for prefix in _PER_CLASS:
+        for c, cls in enumerate(config.class_names):
+            frame[f"{prefix}_{cls}"] = mine[prefix][:, c]
+        frame[prefix] = mine[prefix].sum(axis=1)
+    frame["active_workers"] = mine["active_workers"]
+    frame["warming_workers"] = mine["warming_workers"]
+    frame["workers"] = mine["active_workers"] + mine["warming_workers"]
+    for key in ("utilization", "arrival_rate", "worker_delta", "worker_cost", "sla_penalty", "churn_cost",
+                "reward"):
+        frame[key] = mine[key]
+    frame["cumulative_reward"] = np.cumsum(mine["reward"])
+    return pd.DataFrame(frame)

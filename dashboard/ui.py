@@ -27,6 +27,16 @@ def attempt(load: Callable[[], T], fallback: T | None = None) -> T | None:
     return fallback
 
 
+def rows(load: Callable[[], T], empty: str) -> T | None:
+    """``load()``'s frame when it has rows; otherwise None, after saying why (the service is down or
+    refused, or ``empty`` when there is nothing yet)."""
+    found = attempt(load)
+    if found is not None and found.empty:
+        st.caption(empty)
+        return None
+    return found
+
+
 def key_values(values: dict[str, Any], columns: int = 4) -> None:
     """A row of ``st.metric``s."""
     items = list(values.items())

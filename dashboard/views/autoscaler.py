@@ -6,7 +6,7 @@ import streamlit as st
 
 from dashboard.data import autoscaler
 from dashboard.data.services import APIRefused, ServiceDown
-from dashboard.ui import attempt, key_values, unavailable
+from dashboard.ui import attempt, key_values, rows, unavailable
 
 st.title("Autoscaler")
 
@@ -71,23 +71,16 @@ def worker_section(url: str) -> None:
         st.dataframe(models, hide_index=True, width="stretch")
 
     st.markdown("**Recent decisions**")
-    found_decisions = attempt(lambda: autoscaler.decisions(url))
+    found_decisions = rows(lambda: autoscaler.decisions(url), "No decision yet.")
     if found_decisions is not None:
-        if found_decisions.empty:
-            st.caption("No decision yet.")
-        else:
-            st.plotly_chart(decisions_chart(found_decisions), key=f"as_decisions::{url}")
-            st.dataframe(autoscaler.decision_summary(found_decisions), hide_index=True, width="stretch")
-            st.dataframe(found_decisions, hide_index=True, width="stretch")
+        st.plotly_chart(decisions_chart(found_decisions), key=f"as_decisions::{url}")
+        st.dataframe(autoscaler.decision_summary(found_decisions), hide_index=True, width="stretch")
+        st.dataframe(found_decisions, hide_index=True, width="stretch")
 
     st.markdown("**Model swaps**")
-    found_swaps = attempt(lambda: autoscaler.swaps(url))
+    found_swaps = rows(lambda: autoscaler.swaps(url), "No swap since the worker started.")
     if found_swaps is not None:
-        if found_swaps.empty:
-            st.caption("No swap since the worker started.")
-        else:
-            st.dataframe(found_swaps, hide_index=True, width="stretch")
-
+        st.dataframe(found_swaps, hide_index=True, width="stretch")
 
 for url in urls:
     st.divider()

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from dashboard.data import models, runs, services
-from dashboard.ui import attempt, key_values
+from dashboard.ui import attempt, key_values, rows
 
 st.title("PriorityMax Workbench")
 
@@ -29,18 +29,12 @@ if versions is not None:
 left, right = st.columns(2)
 with left:
     st.subheader("Latest MLflow runs")
-    found = attempt(runs.mlflow_runs)
+    found = rows(runs.mlflow_runs, "No runs yet.")
     if found is not None:
-        if found.empty:
-            st.caption("No runs yet.")
-        else:
-            st.dataframe(found[["experiment", "run_name", "status", "start_time"]].head(10), hide_index=True,
-                         width="stretch")
+        st.dataframe(found[["experiment", "run_name", "status", "start_time"]].head(10), hide_index=True,
+                     width="stretch")
 with right:
     st.subheader("Latest Dagster runs")
-    found = attempt(lambda: runs.dagster_runs(10))
+    found = rows(lambda: runs.dagster_runs(10), "No runs yet.")
     if found is not None:
-        if found.empty:
-            st.caption("No runs yet.")
-        else:
-            st.dataframe(found[["job", "status", "created", "launched_by"]], hide_index=True, width="stretch")
+        st.dataframe(found[["job", "status", "created", "launched_by"]], hide_index=True, width="stretch")

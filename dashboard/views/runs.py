@@ -4,7 +4,7 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard.data import runs
-from dashboard.ui import attempt
+from dashboard.ui import attempt, rows
 
 st.title("Runs")
 
@@ -61,11 +61,7 @@ elif found is not None:
         st.caption("Choose two runs or more above to see the parameters that differ.")
 
 st.subheader("Dagster runs")
-dagster = attempt(runs.dagster_runs)
+dagster = rows(runs.dagster_runs, "No Dagster runs yet.")
 if dagster is not None:
-    if dagster.empty:
-        st.caption("No Dagster runs yet.")
-    else:
-        jobs = st.multiselect("Job", sorted(dagster["job"].unique()))
-        shown_runs = dagster[dagster["job"].isin(jobs)] if jobs else dagster
-        st.dataframe(shown_runs, hide_index=True, width="stretch")
+    jobs = st.multiselect("Job", sorted(dagster["job"].unique()))
+    st.dataframe(dagster[dagster["job"].isin(jobs)] if jobs else dagster, hide_index=True, width="stretch")

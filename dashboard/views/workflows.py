@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard.data import workflows
-from dashboard.ui import attempt, key_values
+from dashboard.ui import attempt, key_values, rows
 
 #: Node colors by type (the spec's node types).
 TYPE_COLORS = {"start": "#2ca02c", "end": "#7f7f7f", "task": "#1f77b4", "parallel": "#9467bd",
@@ -80,31 +80,28 @@ if listed is not None:
                        f"{len(layout['edges'])} edges (layout from GET /workflows/{workflow_id}/preview).")
 
         st.subheader("Runs")
-        found = attempt(lambda: workflows.runs(workflow_id))
+        found = rows(lambda: workflows.runs(workflow_id), "No run of this workflow yet.")
         if found is not None:
-            if found.empty:
-                st.caption("No run of this workflow yet.")
-            else:
-                st.dataframe(found, hide_index=True, width="stretch")
-                statuses = dict(zip(found["run_id"], found["status"], strict=True))
-                run_id = st.selectbox("Run", list(statuses), key=f"wf_run::{workflow_id}",
-                                      format_func=lambda r: f"{r} ({statuses[r]})")
-                trace = attempt(lambda: workflows.replay(run_id))
-                if trace is not None:
-                    spans = workflows.spans(trace)
-                    key_values({"Status": trace["status"], "Version": trace["version"],
-                                "Duration": f"{trace['duration_ms'] / 1000:.2f} s",
-                                "Node attempts": len(spans)})
-                    st.subheader("Per-node timeline")
-                    if spans.empty:
-                        st.caption("No node has started in this run yet.")
-                    else:
-                        st.plotly_chart(gantt_figure(spans), key="wf_gantt")
-                    failed = spans[spans["status"] == "FAILED"]
-                    events = workflows.events(trace)
-                    for row in failed.itertuples():
-                        errors = events[(events["node_id"] == row.node_id) & events["error"].notna()]["error"]
-                        why = f": {errors.iloc[-1]}" if len(errors) else "."
-                        st.error(f"Node {row.label} failed{why}")
-                    with st.expander("Events"):
-                        st.dataframe(events, hide_index=True, width="stretch")
+            st.dataframe(found, hide_index=True, width="stretch")
+            statuses = dict(zip(found["run_id"], found["status"], strict=True))
+            run_id = st.selectbox("Run", list(statuses), key=f"wf_run::{workflow_id}",
+                                  format_func=lambda r: f"{r} ({statuses[r]})")
+            trace = attempt(lambda: workflows.replay(run_id))
+            if trace is not None:
+                spans = workflows.spans(trace)
+                key_values({"Status": trace["status"], "Version": trace["version"],
+                            "Duration": f"{trace['duration_ms'] / 1000:.2f} s",
+                            "Node attempts": len(spans)})
+                st.subheader("Per-node timeline")
+                if spans.empty:
+                    st.caption("No node has started in this run yet.")
+                else:
+                    st.plotly_chart(gantt_figure(spans), key="wf_gantt")
+                failed = spans[spans["status"] == "FAILED"]
+                events = workflows.events(trace)
+                for row in failed.itertuples():
+                    errors = events[(events["node_id"] == row.node_id) & events["error"].notna()]["error"]
+                    why = f": {errors.iloc[-1]}" if len(errors) else "."
+                    st.error(f"Node {row.label} failed{why}")
+                with st.expander("Events"):
+                    st.dataframe(events, hide_index=True, width="stretch")

@@ -19,6 +19,22 @@ from prioritymax.settings import REPO_ROOT
 ADMIN_TOKEN = "pmx_test_admin_token"
 
 
+def wait_until_answers(url: str, process: subprocess.Popen, what: str, timeout: float = 90,
+                       ok=lambda response: response.status_code == 200, log=lambda: "") -> None:
+    """Poll ``url`` until ``ok(response)``; fail with ``log()`` if ``process`` exits first, or after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, f"{what} exited: {log()}"
+        try:
+            if ok(httpx.get(url, timeout=2)):
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{what} did not answer {url} within {timeout} s: {log()}"
+        time.sleep(0.2)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -18,7 +18,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from prioritymax.settings import REPO_ROOT, get_settings
-from tests.api.conftest import Server, free_port, start_server, stop_server
+from tests.api.conftest import Server, free_port, start_server, stop_server, wait_until_answers
 
 APP = str(REPO_ROOT / "dashboard" / "app.py")
 CLOSED = "http://127.0.0.1:9"  # nothing listens on the discard port
@@ -99,15 +99,8 @@ def populated(tmp_path_factory):
              "--token", api.tokens["viewer"], "--name", "dashboard-worker", "--log-level", "warning"],
             env=api.env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         worker_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{worker_url}/autoscaler/health", timeout=2).json()["status"] == "ok":
-                    break
-            except httpx.HTTPError:
-                pass
-            assert worker.poll() is None and time.monotonic() < deadline, "the worker did not start"
-            time.sleep(0.3)
+        wait_until_answers(f"{worker_url}/autoscaler/health", worker, "the worker",
+                           ok=lambda response: response.json()["status"] == "ok")
         for tenant in (None, "org:acme", None):
             httpx.post(f"{worker_url}/autoscaler/decide", json={**READING, "tenant": tenant}, timeout=10)
         yield Populated(home, api, worker_url, dataset, workflow_id, run_id)

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
-import httpx
 import pytest
 
 from prioritymax.settings import REPO_ROOT
-from tests.api.conftest import free_port
+from tests.api.conftest import free_port, wait_until_answers
 from tests.dashboard.chromium import Browser
 from tests.dashboard.conftest import CLOSED
 
@@ -32,16 +30,8 @@ def dashboard(populated, tmp_path):
     url = f"http://127.0.0.1:{port}"
     browser = None
     try:  # stopped below even when streamlit never answers
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, (tmp_path / "streamlit.log").read_text()
-            try:
-                if httpx.get(f"{url}/_stcore/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "streamlit did not answer /_stcore/health in 60 s"
-            time.sleep(0.3)
+        wait_until_answers(f"{url}/_stcore/health", process, "streamlit", 60,
+                           log=(tmp_path / "streamlit.log").read_text)
         browser = Browser()
         yield url, browser
     finally:

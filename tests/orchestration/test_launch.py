@@ -24,7 +24,7 @@ from orchestration.workflows.compile import job_name
 from orchestration.workflows.store import WorkflowStore
 from prioritymax.settings import REPO_ROOT, Settings
 from prioritymax.up import group_alive
-from tests.api.conftest import free_port, start_server, stop_server
+from tests.api.conftest import free_port, start_server, stop_server, wait_until_answers
 
 pytestmark = pytest.mark.integration
 
@@ -93,16 +93,8 @@ def location(tmp_path_factory):
     port = free_port()
     web = running.start("webserver", "dagster-webserver", "-w", WORKSPACE, "-h", "127.0.0.1", "-p", str(port))
     running.web_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        assert web.poll() is None, running.log("webserver")
-        try:
-            if httpx.get(f"{running.web_url}/server_info", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "dagster-webserver did not answer in 180 s"
-        time.sleep(0.5)
+    wait_until_answers(f"{running.web_url}/server_info", web, "dagster-webserver", 180,
+                       log=lambda: running.log("webserver"))
     yield running
     for name in running.processes:
         running.stop(name)

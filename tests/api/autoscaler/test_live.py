@@ -14,7 +14,7 @@ import pytest
 
 from prioritymax.settings import REPO_ROOT
 from tests.api.autoscaler.support import READING, register_policies
-from tests.api.conftest import free_port, start_server, stop_server
+from tests.api.conftest import free_port, start_server, stop_server, wait_until_answers
 from tests.api.test_backups_alerts import SlackReceiver
 
 pytestmark = pytest.mark.integration
@@ -59,16 +59,8 @@ def live(tmp_path_factory):
         env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     worker = Worker(process, f"http://127.0.0.1:{port}")
     try:  # stopped below even when the worker never gets ready
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, process.stdout.read()
-            try:
-                if worker.health()["status"] == "ok":
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the worker was not ok within 90 s"
-            time.sleep(0.2)
+        wait_until_answers(f"{worker.url}/autoscaler/health", process, "the worker",
+                           ok=lambda response: response.json()["status"] == "ok", log=process.stdout.read)
         yield versions, api, worker, slack
     finally:
         process.terminate()

@@ -80,7 +80,7 @@ async def models(worker: WorkerDep) -> list[dict[str, Any]]:
 
 @guarded.get("/decisions", summary="The latest decisions, newest last")
 async def decisions(worker: WorkerDep, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[dict]:
-    return list(worker.recent)[-limit:]
+    return worker.recent_decisions(limit)
 
 
 @guarded.get("/swaps", summary="The latest model swaps, newest last")

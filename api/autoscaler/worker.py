@@ -70,7 +70,8 @@ class AutoscalerWorker:
             if token is None:
                 raise ValueError("following a control plane needs a token (viewer or above)")
             self.config = ConfigClient(api_url, token, start=False)
-        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_DECISIONS)
+        #: (when, decision) of the latest decisions; turned into dicts only when asked for.
+        self.recent: collections.deque[tuple[float, Decision]] = collections.deque(maxlen=RECENT_DECISIONS)
         self.swaps: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_DECISIONS)
         self.swap_count = 0
         self.last_load_error: dict[str, Any] | None = None
@@ -234,7 +235,7 @@ class AutoscalerWorker:
             action_probability=probability, worker=self.name)
         self.metrics.decisions.labels(mode=mode).inc()
         self.metrics.decision_latency.observe(time.perf_counter() - started)
-        self.recent.append({"at": time.time(), **decision.model_dump(exclude={"worker"})})
+        self.recent.append((time.time(), decision))
         return decision
 
     def _loop_on(self, tenant: str | None) -> bool:
@@ -252,6 +253,11 @@ class AutoscalerWorker:
             hpa = self._hpa[tenant] = HPAPolicy(config)
             hpa.reset(1)
         return hpa
+
+    def recent_decisions(self, limit: int) -> list[dict[str, Any]]:
+        """The latest ``limit`` decisions, oldest first, each with when it was made."""
+        return [{"at": at, **decision.model_dump(exclude={"worker"})}
+                for at, decision in list(self.recent)[-limit:]]
 
     # --------------------------------------------------------------------------------- health
     def health(self) -> dict[str, Any]:

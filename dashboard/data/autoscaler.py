@@ -11,7 +11,7 @@ import httpx
 import pandas as pd
 import streamlit as st
 
-from dashboard.data.services import TIMEOUT_S, APIRefused, ServiceDown, answer, autoscaler_urls, settings
+from dashboard.data.services import TIMEOUT_S, APIRefused, ServiceDown, answer, autoscaler_urls, settings, utc
 
 SERVICE = "Autoscaler worker"
 DECISION_COLUMNS = ["at", "tenant", "mode", "action", "delta", "current_workers", "target_workers",
@@ -23,9 +23,6 @@ MODEL_COLUMNS = ["name", "version", "source", "loaded_at"]
 def urls() -> list[str]:
     return autoscaler_urls()
 
-
-def _when(seconds: Any) -> pd.Timestamp | None:
-    return None if seconds is None or pd.isna(seconds) else pd.Timestamp(seconds, unit="s", tz="UTC")
 
 
 def _get(url: str, path: str, params: dict | None = None) -> Any:
@@ -46,11 +43,10 @@ def health(url: str) -> dict[str, Any]:
     return _get(url, "/autoscaler/health")
 
 
-@st.cache_data(ttl=5, show_spinner=False)
 def models(url: str) -> pd.DataFrame:
-    """The model versions in use (``GET /autoscaler/models``)."""
-    frame = pd.DataFrame(_get(url, "/autoscaler/models"), columns=MODEL_COLUMNS)
-    frame["loaded_at"] = frame["loaded_at"].map(_when)
+    """The model versions in use, from the worker's health (which lists them)."""
+    frame = pd.DataFrame(health(url)["models"], columns=MODEL_COLUMNS)
+    frame["loaded_at"] = frame["loaded_at"].map(utc)
     return frame
 
 
@@ -58,7 +54,7 @@ def models(url: str) -> pd.DataFrame:
 def decisions(url: str, limit: int = 200) -> pd.DataFrame:
     """The latest decisions (``GET /autoscaler/decisions``), newest first."""
     frame = pd.DataFrame(_get(url, "/autoscaler/decisions", {"limit": int(limit)}), columns=DECISION_COLUMNS)
-    frame["at"] = frame["at"].map(_when)
+    frame["at"] = frame["at"].map(utc)
     frame["tenant"] = frame["tenant"].fillna("global")
     return frame.iloc[::-1].reset_index(drop=True)
 
@@ -67,7 +63,7 @@ def decisions(url: str, limit: int = 200) -> pd.DataFrame:
 def swaps(url: str) -> pd.DataFrame:
     """The latest model swaps (``GET /autoscaler/swaps``), newest first."""
     frame = pd.DataFrame(_get(url, "/autoscaler/swaps"), columns=SWAP_COLUMNS)
-    frame["at"] = frame["at"].map(_when)
+    frame["at"] = frame["at"].map(utc)
     return frame.iloc[::-1].reset_index(drop=True)
 
 

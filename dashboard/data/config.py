@@ -22,7 +22,7 @@ import duckdb
 import pandas as pd
 import streamlit as st
 
-from dashboard.data.services import api, settings
+from dashboard.data.services import api, settings, utc
 
 CONFIG, FLAG = "config", "flag"
 #: How many live change messages the dashboard keeps per API and token.
@@ -42,9 +42,6 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
 
 
-def _when(seconds: Any) -> pd.Timestamp | None:
-    return None if seconds is None or pd.isna(seconds) else pd.Timestamp(seconds, unit="s", tz="UTC")
-
 
 def _path(kind: str, key: str) -> str:
     return f"/config/features/{quote(key, safe='')}" if kind == FLAG else f"/config/{quote(key, safe='')}"
@@ -62,7 +59,7 @@ def items() -> pd.DataFrame:
     text (secrets come masked)."""
     rows = [{"key": i["key"], "tenant": i["tenant"] or "global", "value": json.dumps(i["value"]),
              "version": i["version"], "updated_by": i.get("updated_by"),
-             "updated_at": _when(i.get("updated_at")), "comment": i.get("comment"),
+             "updated_at": utc(i.get("updated_at")), "comment": i.get("comment"),
              "is_secret": i.get("is_secret", False)}
             for i in raw(CONFIG)]
     return pd.DataFrame(rows, columns=ITEM_COLUMNS)
@@ -83,7 +80,7 @@ def flags() -> pd.DataFrame:
                      "enabled": bool(value.get("enabled")), "rollout_percent": value.get("rollout_percent"),
                      "context_key": value.get("context_key"), "description": value.get("description") or "",
                      "version": item["version"], "updated_by": item.get("updated_by"),
-                     "updated_at": _when(item.get("updated_at"))})
+                     "updated_at": utc(item.get("updated_at"))})
     return pd.DataFrame(rows, columns=FLAG_COLUMNS)
 
 
@@ -105,7 +102,7 @@ def versions(kind: str, key: str, tenant: str | None = None) -> pd.DataFrame:
     params = {"tenant": tenant} if tenant else None
     rows = api("GET", f"{_path(kind, key)}/versions", params=params)
     frame = pd.DataFrame(rows, columns=VERSION_COLUMNS)
-    frame["at"] = frame["at"].map(_when)
+    frame["at"] = frame["at"].map(utc)
     frame["previous_version"] = frame["previous_version"].astype("Int64")
     return frame.sort_values("version", ascending=False, ignore_index=True)
 
@@ -222,7 +219,7 @@ class Live:
             messages = list(self.changes)
         rows = [{"revision": m.get("revision"), "type": m.get("type"), "kind": m.get("kind"),
                  "key": m.get("key"), "tenant": m.get("tenant") or "global", "version": m.get("version"),
-                 "value": json.dumps(m.get("value")), "received": _when(m["received"])}
+                 "value": json.dumps(m.get("value")), "received": utc(m["received"])}
                 for m in reversed(messages)]
         return pd.DataFrame(rows, columns=["revision", "type", "kind", "key", "tenant", "version", "value",
                                            "received"])

@@ -12,7 +12,7 @@ import duckdb
 import pandas as pd
 import streamlit as st
 
-from dashboard.data.services import ServiceDown, settings
+from dashboard.data.services import ServiceDown, settings, utc
 
 #: The MLflow experiments the trainers log to.
 EXPERIMENTS = ("predictor", "rl_agent")
@@ -106,7 +106,7 @@ def dagster_runs(limit: int = 100) -> pd.DataFrame:
         rows: list[dict[str, Any]] = [{
             "run_id": r.dagster_run.run_id, "job": r.dagster_run.job_name,
             "status": r.dagster_run.status.value,
-            "created": r.create_timestamp, "started": _when(r.start_time), "ended": _when(r.end_time),
+            "created": r.create_timestamp, "started": utc(r.start_time), "ended": utc(r.end_time),
             "launched_by": r.dagster_run.tags.get("prioritymax/launched_by"),
         } for r in instance.get_run_records(dg.RunsFilter(), limit=limit)]
     finally:
@@ -115,5 +115,3 @@ def dagster_runs(limit: int = 100) -> pd.DataFrame:
                                        "launched_by"])
 
 
-def _when(seconds: float | None) -> pd.Timestamp | None:
-    return None if seconds is None else pd.Timestamp(seconds, unit="s", tz="UTC")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pandas as pd
 import streamlit as st
 
 from prioritymax.settings import Settings, get_settings
@@ -37,6 +38,11 @@ class APIRefused(RuntimeError):
         self.detail = detail
 
 
+def utc(seconds: Any) -> pd.Timestamp | None:
+    """Epoch seconds (as the API and Dagster give them) as a UTC timestamp; None for none."""
+    return None if seconds is None or pd.isna(seconds) else pd.Timestamp(seconds, unit="s", tz="UTC")
+
+
 def settings() -> Settings:
     return get_settings()
 
@@ -46,10 +52,9 @@ def autoscaler_urls() -> list[str]:
     return [u.strip().rstrip("/") for u in settings().autoscaler_url.split(",") if u.strip()]
 
 
-def api(method: str, path: str, *, json: Any = None, params: dict | None = None,
-        actor: str | None = None) -> Any:
-    """One API call with the settings' token; the JSON answer. ``actor`` is sent as a comment's
-    author where the route records one."""
+def api(method: str, path: str, *, json: Any = None, params: dict | None = None) -> Any:
+    """One API call with the settings' token (the API records the token's name as the actor); the
+    JSON answer."""
     current = settings()
     token = current.api_client_token()
     headers = {"Authorization": f"Bearer {token}"} if token else {}

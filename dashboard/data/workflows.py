@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pandas as pd
 import streamlit as st
 
-from dashboard.data.services import api
+from dashboard.data.services import api, utc
 
 WORKFLOW_COLUMNS = ["name", "workflow_id", "latest_version", "description", "created_by", "created_at",
                     "updated_at"]
@@ -20,9 +20,6 @@ SPAN_COLUMNS = ["node_id", "node_type", "attempt", "status", "start", "end", "st
                 "duration_ms", "label"]
 
 
-def _when(seconds: Any) -> pd.Timestamp | None:
-    return None if seconds is None or pd.isna(seconds) else pd.Timestamp(seconds, unit="s", tz="UTC")
-
 
 @st.cache_data(ttl=10, show_spinner=False)
 def workflows() -> pd.DataFrame:
@@ -30,7 +27,7 @@ def workflows() -> pd.DataFrame:
     rows = api("GET", "/workflows/")["workflows"]
     frame = pd.DataFrame(rows, columns=WORKFLOW_COLUMNS)
     for column in ("created_at", "updated_at"):
-        frame[column] = frame[column].map(_when)
+        frame[column] = frame[column].map(utc)
     return frame
 
 
@@ -72,7 +69,7 @@ def runs(workflow_id: str | None = None, limit: int = 100) -> pd.DataFrame:
         params["workflow_id"] = workflow_id
     frame = pd.DataFrame(api("GET", "/workflows/runs", params=params)["runs"], columns=RUN_COLUMNS)
     for column in ("created_at", "started_at", "finished_at"):
-        frame[column] = frame[column].map(_when)
+        frame[column] = frame[column].map(utc)
     return frame
 
 
@@ -98,7 +95,7 @@ def spans(trace: dict[str, Any]) -> pd.DataFrame:
         label = span["node_id"] + (f" (attempt {span['attempt']})" if span.get("attempt", 1) > 1 else "")
         rows.append({"node_id": span["node_id"], "node_type": span.get("node_type"),
                      "attempt": span.get("attempt", 1), "status": status,
-                     "start": _when(origin + start_ms / 1000), "end": _when(origin + end_ms / 1000),
+                     "start": utc(origin + start_ms / 1000), "end": utc(origin + end_ms / 1000),
                      "start_ms": float(start_ms), "end_ms": end_ms,
                      "duration_ms": round(end_ms - start_ms, 3), "label": label})
     frame = pd.DataFrame(rows, columns=SPAN_COLUMNS)

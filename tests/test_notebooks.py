@@ -22,6 +22,7 @@ import nbformat
 import pytest
 
 from prioritymax.settings import REPO_ROOT
+from tests.processes import processes_on
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 NAMES = ("01_predictor", "02_rl_autoscaler", "03_config_plane", "04_workflows")
@@ -85,22 +86,6 @@ def kernel_path(tmp_path_factory) -> str | None:
     return str(prefix / "share" / "jupyter")
 
 
-def processes_of(home: Path) -> list[int]:
-    """Live processes started with ``PRIORITYMAX_HOME=home`` (children of the kernel)."""
-    marker = f"PRIORITYMAX_HOME={home}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:  # gone, or not ours
-            continue
-        if marker in environ.split(b"\0"):
-            found.append(int(entry.name))
-    return found
-
-
 def summary_of(notebook, name: str) -> dict:
     """The notebook's closing summary: the JSON display whose ``notebook`` field is its name."""
     for cell in reversed(notebook.cells):
@@ -136,7 +121,7 @@ def execute(name: str, home: Path, kernel_path: str | None, monkeypatch) -> tupl
         # The notebook stops what it started; whatever it did not is found and stopped here, then
         # reported below. (Only processes of this test's own temporary data home.)
         deadline = time.monotonic() + 15
-        while (left := processes_of(home)) and time.monotonic() < deadline:
+        while (left := processes_on(home)) and time.monotonic() < deadline:
             time.sleep(0.2)
         for pid in left:
             with contextlib.suppress(ProcessLookupError):

@@ -18,8 +18,9 @@ import httpx
 import pytest
 
 from prioritymax.settings import REPO_ROOT
-from prioritymax.up import group_alive, running_processes
+from prioritymax.up import group_alive
 from tests.api.conftest import free_port
+from tests.processes import processes_on
 
 pytestmark = pytest.mark.integration
 
@@ -57,20 +58,6 @@ def running_up(home: Path, *args: str) -> Iterator[tuple[subprocess.Popen, Path,
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-
-
-def processes_on(home: Path) -> list[int]:
-    """Processes (not zombies) whose environment names this data home."""
-    marker = f"PRIORITYMAX_HOME={home}\0".encode()
-    found = []
-    for folder, _ in running_processes():
-        pid = int(folder.name)
-        try:
-            if pid != os.getpid() and marker in (folder / "environ").read_bytes():
-                found.append(pid)
-        except OSError:
-            continue
-    return found
 
 
 def test_up_serves_the_api_and_dagster_and_ctrl_c_stops_every_child(tmp_path):

@@ -79,7 +79,7 @@ def main() -> None:
             began = time.perf_counter()
             state = train(run_args, traffic=traffic.train, traffic_name=traffic.name,
                           checkpoint=Path(folder) / f"ppo{seed}.pt", config=config, progress=False)
-            evaluation = evaluate_policy(PPOPolicy(state.agent, state.obs_rms), traffic.evaluation,
+            evaluation = evaluate_policy(PPOPolicy.from_state(state), traffic.evaluation,
                                          seeds=holdout_seeds, config=config)
             ppo_runs.append(evaluation)
             print(row(f"PPO (training seed {seed}, {time.perf_counter() - began:.0f} s)", evaluation))

@@ -97,7 +97,7 @@ def time_to_hpa_ours(traffic, config, seed: int, target: float, seeds: list[int]
 
     def evaluate(state) -> float:
         began = time.perf_counter()
-        reward = evaluate_policy(PPOPolicy(state.agent, state.obs_rms), traffic.evaluation,
+        reward = evaluate_policy(PPOPolicy.from_state(state), traffic.evaluation,
                                  seeds=seeds, config=config).reward.mean()
         evaluation_seconds[0] += time.perf_counter() - began
         if reward >= target:

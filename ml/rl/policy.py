@@ -1,10 +1,12 @@
 """A trained PPO agent as a simulator :class:`~ml.sim.policies.Policy`.
 
-It normalizes observations with the statistics frozen at training time and samples its actions
-as in training, from a generator re-seeded at every ``reset``, so an evaluation is reproducible
-given the env seeds. (Acting greedily is not the same policy: a trained agent that mostly holds
-the pool and scales with smaller probabilities never scales at all when it takes its most likely
-action, measured far worse.)
+It normalizes observations with the statistics frozen at training time. A *direct* policy samples
+its actions as in training, from a generator re-seeded at every ``reset``, so an evaluation is
+reproducible given the env seeds. (Acting greedily is not the same policy for it: a trained agent
+that mostly holds the pool and scales with smaller probabilities never scales at all when it takes
+its most likely action, measured far worse.) A *residual* policy (:mod:`ml.rl.residual`) reads its
+capacity-relative inputs from the step's info and acts greedily: its most likely action is the
+tuned rule unless training found better, so the rule is its floor.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 
 from ml.rl.ppo import Agent, RolloutPolicy, RunningMeanStd, load_checkpoint
+from ml.rl.residual import ResidualControl
 
 
 class ExportedPolicy(torch.nn.Module):
@@ -36,8 +39,12 @@ class ExportedPolicy(torch.nn.Module):
 class PPOPolicy:
     name = "ppo"
 
-    def __init__(self, agent: Agent, obs_rms: RunningMeanStd, seed: int = 0) -> None:
+    def __init__(self, agent: Agent, obs_rms: RunningMeanStd, seed: int = 0,
+                 control: ResidualControl | None = None,
+                 obs_range: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.agent = agent
+        self.control = control
+        self.obs_range = obs_range
         self.obs_rms = RunningMeanStd(np.array(obs_rms.mean), np.array(obs_rms.var), obs_rms.count)
         self.seed = seed
         self.rollout = RolloutPolicy(agent)
@@ -56,10 +63,23 @@ class PPOPolicy:
         with torch.device("meta"):
             agent = Agent(payload["obs_dim"], payload["num_actions"], payload["args"]["hidden_dim"])
         agent.load_state_dict(payload["agent"], assign=True)
-        return cls(agent.eval(), RunningMeanStd.from_state(payload["obs_rms"]))
+        control = payload.get("control")
+        found = payload.get("obs_range")
+        return cls(agent.eval(), RunningMeanStd.from_state(payload["obs_rms"]),
+                   control=None if control is None else ResidualControl.from_dict(control),
+                   obs_range=None if found is None else (found[0].numpy(), found[1].numpy()))
+
+    @classmethod
+    def from_state(cls, state) -> PPOPolicy:
+        """The policy of a training run in progress (``ml.rl.ppo.TrainState``)."""
+        return cls(state.agent, state.obs_rms, control=state.control, obs_range=state.obs_range)
 
     def reset(self, num_envs: int) -> None:
         self.rng = np.random.default_rng(self.seed)
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-        return self.rollout.act(self.obs_rms.normalize(obs), self.rng)[0]
+        if self.control is None:
+            return self.rollout.act(self.obs_rms.normalize(obs), self.rng)[0]
+        features = self.control.features(info)
+        logits = self.rollout.logits(self.obs_rms.normalize(features))
+        return self.control.env_action(self.control.policy_action(logits), info)

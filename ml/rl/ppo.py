@@ -34,7 +34,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ml.rl.residual import ResidualControl, ResidualVecEnv, tune_base_rule
 from ml.sim.config import SimConfig
+from ml.sim.shifts import randomized_mix
 from ml.sim.traffic import RateSeries
 from ml.sim.vec_env import PriorityMaxVecEnv
 from prioritymax.files import atomic_write_bytes
@@ -71,6 +73,10 @@ class Args:
     checkpoint_every: int = 5
     eval_every: int = 5  # epochs; 0 turns evaluation off
     eval_episodes: int = 8
+    # The robust policy (ml/rl/residual.py): "residual" adjusts a tuned queueing rule from inputs
+    # relative to capacity; "direct" picks raw scale deltas from the simulator's observation.
+    control: str = "residual"
+    randomize: bool = True  # domain randomization: train on the traffic at several loads, with flash crowds
 
     @property
     def rollout_steps(self) -> int:
@@ -141,6 +147,9 @@ class RolloutPolicy:
     def value(self, obs: np.ndarray) -> np.ndarray:
         return self._forward(self.critic, obs)[:, 0]
 
+    def logits(self, obs: np.ndarray) -> np.ndarray:
+        return self._forward(self.actor, obs)
+
     def act(self, obs: np.ndarray, rng: np.random.Generator):
         """Actions sampled with the Gumbel-max trick, their log-probabilities, and values."""
         logits = self._forward(self.actor, obs)
@@ -200,6 +209,14 @@ class TrainState:
     epoch: int = 0
     global_step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    control: ResidualControl | None = None
+    obs_range: tuple[np.ndarray, np.ndarray] | None = None  # lowest and highest inputs seen
+
+    def widen_range(self, batch: np.ndarray) -> None:
+        low, high = batch.min(axis=0), batch.max(axis=0)
+        if self.obs_range is not None:
+            low, high = np.minimum(low, self.obs_range[0]), np.maximum(high, self.obs_range[1])
+        self.obs_range = (low, high)
 
 
 class SingleProcess:
@@ -256,15 +273,19 @@ def _arrays(value: Any) -> Any:
 
 
 #: Args that must match to resume (the others - epochs, lr, eval, device... - may change).
-_RESUME_KEYS = ("num_envs", "steps", "hidden_dim", "seed")
+_RESUME_KEYS = ("num_envs", "steps", "hidden_dim", "seed", "control", "randomize")
 
 
 def policy_payload(args: Args, config: SimConfig, traffic: str, agent: Agent,
-                   obs_rms: RunningMeanStd, trainer: str = "ppo") -> dict[str, Any]:
+                   obs_rms: RunningMeanStd, trainer: str = "ppo", *,
+                   control: ResidualControl | None = None,
+                   obs_range: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """What every checkpoint holds, and all that acting needs (eval_rl, canary_rl, the registry).
 
     ``trainer`` names what wrote it: only ``ppo`` checkpoints (train_rl) also hold the training
-    state a resume needs; ``rllib`` and ``torch_distributed`` ones hold the policy alone."""
+    state a resume needs; ``rllib`` and ``torch_distributed`` ones hold the policy alone.
+    ``control`` is the residual policy's rule and inputs (None: a direct policy); ``obs_range``
+    the lowest and highest inputs seen in training (the worker's guard against the unseen)."""
     actor_out = [m for m in agent.actor if isinstance(m, nn.Linear)]
     return {
         "format": CHECKPOINT_FORMAT,
@@ -277,6 +298,9 @@ def policy_payload(args: Args, config: SimConfig, traffic: str, agent: Agent,
         "num_actions": int(actor_out[-1].out_features),
         "agent": {k: v.detach().cpu() for k, v in agent.state_dict().items()},
         "obs_rms": obs_rms.to_state(),
+        "control": None if control is None else control.to_dict(),
+        "obs_range": None if obs_range is None else [torch.from_numpy(np.asarray(r, dtype=np.float32))
+                                                     for r in obs_range],
     }
 
 
@@ -287,8 +311,9 @@ def write_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, args: Args, config: SimConfig, state: TrainState,
-                    env: PriorityMaxVecEnv, next_obs: np.ndarray, traffic: str) -> None:
-    write_checkpoint(path, policy_payload(args, config, traffic, state.agent, state.obs_rms) | {
+                    env: PriorityMaxVecEnv | ResidualVecEnv, next_obs: np.ndarray, traffic: str) -> None:
+    write_checkpoint(path, policy_payload(args, config, traffic, state.agent, state.obs_rms,
+                                          control=state.control, obs_range=state.obs_range) | {
         "epoch": state.epoch,
         "global_step": state.global_step,
         "optimizer": state.optimizer.state_dict(),
@@ -301,6 +326,11 @@ def save_checkpoint(path: Path, args: Args, config: SimConfig, state: TrainState
         "next_obs": torch.from_numpy(next_obs.copy()),
         "history": state.history,
     })
+
+
+def _obs_range(payload: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    found = payload.get("obs_range")
+    return None if found is None else (found[0].numpy().copy(), found[1].numpy().copy())
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
@@ -330,8 +360,9 @@ def _check_resumable(path: Path, payload: dict[str, Any], args: Args, config: Si
             "state to resume; pass --fresh to overwrite it, or another --checkpoint"
         )
     saved = payload["args"]
-    different = [f"{k}: checkpoint {saved[k]!r}, now {getattr(args, k)!r}"
-                 for k in _RESUME_KEYS if saved[k] != getattr(args, k)]
+    before_residual = {"control": "direct", "randomize": False}  # checkpoints older than them
+    different = [f"{k}: checkpoint {saved.get(k, before_residual.get(k))!r}, now {getattr(args, k)!r}"
+                 for k in _RESUME_KEYS if saved.get(k, before_residual.get(k)) != getattr(args, k)]
     if payload["sim_config"] != config.to_dict():
         different.append("the simulator configuration")
     if payload["traffic"] != traffic:
@@ -364,13 +395,19 @@ def train(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     progress: bool | None = None,
     replicas: SingleProcess | None = None,
+    control: ResidualControl | None = None,
 ) -> TrainState:
     """Train (or resume) PPO until ``args.epochs`` epochs are done, or ``stop_after`` more.
 
     With ``replicas`` of world size W (data-parallel), ``args`` describe the whole job: this rank
     steps ``num_envs / W`` of the envs (the ones a single process would seed alike) and updates
     on minibatches of ``minibatch_size / W``, so W ranks together do what one process with the
-    combined batch does."""
+    combined batch does.
+
+    With ``args.control == "residual"`` the agent adjusts a rule (:mod:`ml.rl.residual`):
+    ``control`` gives the rule, or it is tuned on ``traffic`` here (a resume reads it from the
+    checkpoint). With ``args.randomize`` episodes are drawn from ``traffic`` at several load
+    levels, with and without flash crowds (:func:`~ml.sim.shifts.randomized_mix`)."""
     from tqdm.auto import tqdm
 
     config = config or SimConfig()
@@ -381,17 +418,28 @@ def train(
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda, but torch sees no CUDA device")
     n = args.num_envs // replicas.world_size
-    env = PriorityMaxVecEnv(n, config, traffic, autoreset_mode="SameStep")
-    obs_dim, num_actions = env.single_observation_space.shape[0], int(env.single_action_space.n)
-    torch.manual_seed(args.seed)  # the initial weights (a resume then loads its own)
-    agent, optimizer = make_agent(obs_dim, num_actions, args,
-                                  hold_action=config.scale_deltas.index(0))
-
-    model = replicas.wrap(agent)
     resume = not fresh and replicas.resumable and checkpoint.exists()
     payload = load_checkpoint(checkpoint) if resume else None
     if payload is not None:
         _check_resumable(checkpoint, payload, args, config, traffic_name)
+    if args.control not in ("residual", "direct"):
+        raise ValueError(f"control must be 'residual' or 'direct', got {args.control!r}")
+    if args.control == "residual" and control is None:
+        control = (ResidualControl.from_dict(payload["control"]) if payload is not None
+                   else tune_base_rule(config, traffic))
+    if args.control == "direct":
+        control = None
+    if args.randomize:
+        traffic = randomized_mix(traffic, args.seed)
+    env = (ResidualVecEnv(n, control, traffic) if control is not None
+           else PriorityMaxVecEnv(n, config, traffic, autoreset_mode="SameStep"))
+    obs_dim, num_actions = env.single_observation_space.shape[0], int(env.single_action_space.n)
+    torch.manual_seed(args.seed)  # the initial weights (a resume then loads its own)
+    hold = control.rule_action if control is not None else config.scale_deltas.index(0)
+    agent, optimizer = make_agent(obs_dim, num_actions, args, hold_action=hold)
+
+    model = replicas.wrap(agent)
+    if payload is not None:
         agent.load_state_dict(payload["agent"])
         optimizer.load_state_dict(payload["optimizer"])
         env.set_state(_arrays(payload["env"]))
@@ -403,13 +451,15 @@ def train(
                            RunningMeanStd.from_state(payload["return_rms"]),
                            payload["returns"].numpy().copy(),
                            payload["episode_return"].numpy().copy(), rng,
-                           payload["epoch"], payload["global_step"], list(payload["history"]))
+                           payload["epoch"], payload["global_step"], list(payload["history"]),
+                           control, _obs_range(payload))
         log.info("resuming %s at epoch %d (%d steps)", checkpoint, state.epoch, state.global_step)
     else:
         next_obs_raw, _ = env.reset(seed=args.seed + replicas.rank * n)
         state = TrainState(agent, optimizer, RunningMeanStd.zeros((obs_dim,)),
                            RunningMeanStd.zeros(()), np.zeros(n), np.zeros(n),
-                           np.random.default_rng((args.seed, replicas.rank) if replicas.rank else args.seed))
+                           np.random.default_rng((args.seed, replicas.rank) if replicas.rank else args.seed),
+                           control=control)
         state.obs_rms.update_from_moments(*replicas.moments(next_obs_raw))
 
     steps = args.rollout_steps
@@ -462,6 +512,7 @@ def train(
             next_done = done.astype(np.float32)
         state.global_step += steps * n * replicas.world_size
         state.obs_rms.update_from_moments(*replicas.moments(raw_obs_buf.reshape(-1, obs_dim)))
+        state.widen_range(raw_obs_buf.reshape(-1, obs_dim))
         state.return_rms.update_from_moments(*replicas.moments(returns_buf.reshape(-1)))
 
         # ---- GAE

@@ -24,14 +24,20 @@ from ml.rl.policy import PPOPolicy
 from ml.rl.ppo import Args, TrainState, load_checkpoint, train
 from ml.rl.tracking import forget_metadata
 from ml.sim.config import SimConfig
-from ml.sim.evaluate import PolicyEvaluation, evaluate_policy, paired_improvement
+from ml.sim.evaluate import PolicyEvaluation, evaluate_policy, mean_ci, paired_improvement
 from ml.sim.policies import make_baseline
 from ml.sim.traffic import RateSeries, load_trace, synthetic_series
+from ml.sim.tuning import best_of, evaluate_tuned, tune_baselines
 
 log = logging.getLogger(__name__)
 
 EVAL_SEEDS_FROM = 10_000
-EVAL_BASELINES = ("hpa", "static", "erlang_c")
+#: The gate's reward floor: the candidate's mean paired reward may trail the best tuned rule's by
+#: at most this share (a tie within noise is not a loss; anything more is).
+REWARD_MARGIN = 0.02
+#: The gate's high-class SLA condition: the candidate's violation rate of the highest class may
+#: exceed the upper 95% bound of the best rule's by at most this much (absolute, a share of tasks).
+HIGH_CLASS_TOLERANCE = 1e-4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +85,7 @@ def evaluator(traffic: RateSeries, config: SimConfig, episodes: int) -> Callable
     seeds = eval_seeds(episodes)
 
     def evaluate(state: TrainState) -> float:
-        policy = PPOPolicy(state.agent, state.obs_rms)
+        policy = PPOPolicy.from_state(state)
         return float(evaluate_policy(policy, traffic, seeds=seeds, config=config).reward.mean())
 
     return evaluate
@@ -152,7 +158,8 @@ def history_summary(history: list[dict[str, float]]) -> dict[str, float | None]:
 
 
 def final_scores(checkpoint: Path, episodes: int) -> dict[str, float]:
-    """A finished run's policy and the HPA rule on the same held-out episodes."""
+    """A finished run's policy and the (untuned) HPA rule on the same held-out episodes; the
+    gate and ``eval_rl`` compare with every rule tuned."""
     judged = judge(checkpoint, episodes)
     hpa = judged.run(make_baseline("hpa", judged.config))
     return {"eval_reward": float(judged.evaluation.reward.mean()),
@@ -167,9 +174,15 @@ class Judgement:
     traffic: RateSeries
     seeds: list[int]
     evaluation: PolicyEvaluation
+    train: RateSeries  # the training part: what the baselines are tuned on
 
     def run(self, policy) -> PolicyEvaluation:
         return evaluate_policy(policy, self.traffic, seeds=self.seeds, config=self.config)
+
+    def tuned_baselines(self) -> tuple[dict[str, Any], dict[str, PolicyEvaluation]]:
+        """Every rule tuned on the training part, then run on these episodes."""
+        tuned = tune_baselines(self.config, self.train)
+        return tuned, evaluate_tuned(tuned, self.config, self.traffic, self.seeds)
 
 
 def judge(checkpoint: Path, episodes: int, trace: str | Path | None = None) -> Judgement:
@@ -177,12 +190,12 @@ def judge(checkpoint: Path, episodes: int, trace: str | Path | None = None) -> J
     evaluation part, with its own simulator configuration."""
     payload = load_checkpoint(checkpoint)
     config = SimConfig.from_dict(payload["sim_config"])
-    traffic = (traffic_for(trace, config) if trace is not None
-               else traffic_named(payload["traffic"], config)).evaluation
+    parts = (traffic_for(trace, config) if trace is not None
+             else traffic_named(payload["traffic"], config))
     seeds = eval_seeds(episodes)
-    evaluation = evaluate_policy(PPOPolicy.from_checkpoint(checkpoint), traffic, seeds=seeds,
+    evaluation = evaluate_policy(PPOPolicy.from_payload(payload), parts.evaluation, seeds=seeds,
                                  config=config)
-    return Judgement(config, traffic, seeds, evaluation)
+    return Judgement(config, parts.evaluation, seeds, evaluation, parts.train)
 
 
 def eval_rl(
@@ -191,19 +204,35 @@ def eval_rl(
     *,
     trace: str | Path | None = None,
 ) -> dict[str, Any]:
-    """The seed's ``{"avg_reward", "std_reward", "episodes"}`` for the checkpoint, plus the same
-    episodes run by the baselines and PPO's paired improvement over HPA."""
+    """The seed's ``{"avg_reward", "std_reward", "episodes"}`` for the checkpoint, plus every rule
+    tuned on the training part and run on the same episodes, the best of them, and PPO's paired
+    improvement over it and over HPA."""
     judged = judge(checkpoint, episodes, trace)
     ppo, traffic = judged.evaluation, judged.traffic
-    baselines = {name: judged.run(make_baseline(name, judged.config)) for name in EVAL_BASELINES}
+    tuned, baselines = judged.tuned_baselines()
+    best = best_of(baselines)
     return {
         "avg_reward": float(ppo.reward.mean()),
         "std_reward": float(ppo.reward.std(ddof=1)) if episodes > 1 else 0.0,
         "episodes": episodes,
         "traffic": traffic.name,
         "policies": {"ppo": ppo.summary(), **{n: e.summary() for n, e in baselines.items()}},
+        "tuned": tuned,
+        "best_baseline": best,
+        "improvement_vs_best_baseline": paired_improvement(ppo, baselines[best]),
         "improvement_vs_hpa": paired_improvement(ppo, baselines["hpa"]),
     }
+
+
+def high_class_check(candidate: PolicyEvaluation, baseline: PolicyEvaluation) -> dict[str, Any]:
+    """The highest class's SLA violation rate of both, and whether the candidate stays within the
+    baseline's upper 95% bound (plus :data:`HIGH_CLASS_TOLERANCE`)."""
+    mine, theirs = candidate.violation_rate[:, 0], baseline.violation_rate[:, 0]
+    bound = mean_ci(theirs)
+    upper = bound["mean"] if bound["ci95"][1] is None else bound["ci95"][1]
+    return {"candidate": float(mine.mean()), "baseline": float(theirs.mean()),
+            "baseline_ci95_high": float(upper),
+            "passed": bool(mine.mean() <= upper + HIGH_CLASS_TOLERANCE)}
 
 
 def canary_rl(
@@ -214,21 +243,47 @@ def canary_rl(
     champion_checkpoint: Path | None = None,
     use_registry: bool = True,
 ) -> dict[str, Any]:
-    """The RL gate: the candidate must beat the HPA rule and the current champion on the same
-    fixed episodes (mean paired reward improvement above zero for both)."""
+    """The RL gate, on the candidate's own held-out episodes:
+
+    - ``vs_best_baseline``: every rule (HPA, Erlang-C, queue-threshold, static) is tuned on the
+      candidate's training part; the candidate's mean paired reward improvement over the best of
+      them must be at least ``-REWARD_MARGIN``;
+    - ``high_class_sla``: its highest class's SLA violation rate must not exceed that rule's upper
+      95% bound (:func:`high_class_check`): reward is never bought with high-priority misses;
+    - ``vs_champion``: it must beat the registry's champion (mean paired improvement above zero).
+    """
     judged = judge(checkpoint, episodes, trace)
     candidate = judged.evaluation
-    hpa = judged.run(make_baseline("hpa", judged.config))
-    vs_hpa = paired_improvement(candidate, hpa)
-    checks = [{"check": "vs_hpa", "passed": vs_hpa["mean"] > 0,
-               "reason": f"reward {candidate.reward.mean():.2f} vs HPA {hpa.reward.mean():.2f} "
-                         f"(paired improvement {vs_hpa['mean']:+.2%})"}]
+    tuned, baselines = judged.tuned_baselines()
+    best_name = best_of(baselines)
+    best, hpa = baselines[best_name], baselines["hpa"]
+    vs_best = paired_improvement(candidate, best)
+    high = high_class_check(candidate, best)
+    checks = [
+        {"check": "vs_best_baseline", "passed": vs_best["mean"] >= -REWARD_MARGIN,
+         "reason": f"reward {candidate.reward.mean():.2f} vs the best tuned rule, {best_name} "
+                   f"{tuned[best_name]}, {best.reward.mean():.2f} (paired improvement "
+                   f"{vs_best['mean']:+.2%}; at least {-REWARD_MARGIN:+.0%} needed)"},
+        {"check": "high_class_sla", "passed": high["passed"],
+         "reason": f"{judged.config.class_names[0]}-class SLA violations {high['candidate']:.4%} vs "
+                   f"{best_name} {high['baseline']:.4%} (upper 95% bound {high['baseline_ci95_high']:.4%})"},
+    ]
     with tempfile.TemporaryDirectory(prefix="pmx-rl-champion-") as folder:  # a downloaded champion
         champion_path, champion_version = _champion(champion_checkpoint, use_registry, Path(folder))
         champion_policy = PPOPolicy.from_checkpoint(champion_path) if champion_path is not None else None
-    result: dict[str, Any] = {"reward": float(candidate.reward.mean()),
-                              "hpa_reward": float(hpa.reward.mean()),
-                              "improvement_vs_hpa": vs_hpa, "champion_version": champion_version}
+    result: dict[str, Any] = {
+        "reward": float(candidate.reward.mean()),
+        "best_baseline": best_name, "best_baseline_params": tuned[best_name],
+        "best_baseline_reward": float(best.reward.mean()),
+        "improvement_vs_best_baseline": vs_best,
+        "high_class_sla_violation_rate": high["candidate"],
+        "best_baseline_high_class_sla_violation_rate": high["baseline"],
+        "best_baseline_high_class_sla_violation_rate_ci95_high": high["baseline_ci95_high"],
+        "hpa_reward": float(hpa.reward.mean()),
+        "improvement_vs_hpa": paired_improvement(candidate, hpa),
+        "baseline_rewards": {n: float(e.reward.mean()) for n, e in baselines.items()},
+        "champion_version": champion_version,
+    }
     if champion_policy is not None:
         champion = judged.run(champion_policy)
         vs_champion = paired_improvement(candidate, champion)

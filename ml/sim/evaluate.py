@@ -163,6 +163,26 @@ def best_of_grid(
     return best
 
 
+def perfect_sizing_reward(source: RateSeries, seeds: Sequence[int], config: SimConfig) -> np.ndarray:
+    """Per episode, the reward of paying each step for exactly ceil(arrivals / what one worker
+    serves in a step) workers (at least ``min_workers``), with no queueing, no SLA penalty and no
+    churn: a bound no policy reaches (it knows each step's arrivals before they come and its
+    workers need no warm-up), to say how much room the best rule leaves."""
+    env = PriorityMaxVecEnv(len(seeds), config, source)
+    try:
+        env.reset(seed=[int(s) for s in seeds])
+        hold = np.full(len(seeds), config.scale_deltas.index(0))
+        per_worker = config.service_rate * config.step_seconds
+        total = np.zeros(len(seeds))
+        for _ in range(config.episode_steps):
+            info = env.step(hold)[4]  # arrivals do not depend on the actions
+            workers = np.maximum(np.ceil(info["arrivals"].sum(axis=1) / per_worker), config.min_workers)
+            total -= workers * config.worker_cost_per_step
+    finally:
+        env.close()
+    return total
+
+
 _SCALARS = ("active_workers", "warming_workers", "utilization", "arrival_rate", "worker_delta",
             "worker_cost", "sla_penalty", "churn_cost", "series_index")
 _PER_CLASS = ("arrivals", "queue", "violations")

@@ -2,10 +2,11 @@
 
 Train on the first part of the trace (default: the NASA trace; the latest 20% is held out),
 tune each baseline on that same part - HPA's target utilization, static's worker count,
-Erlang-C's wait target, each the best of a grid by mean reward - then run PPO and the tuned
-baselines over the same seeded held-out episodes. PPO is trained with train_rl's defaults, once
-per ``--train-seeds``; its headline figure is the median of those runs. The last line printed
-is one JSON object of the figures.
+Erlang-C's wait target, queue-threshold's thresholds, each the best of a grid by mean reward
+(``ml.sim.tuning``) - then run PPO and the tuned baselines over the same seeded held-out
+episodes. PPO is trained with train_rl's defaults, once per ``--train-seeds``; its headline
+figure is the median of those runs, compared with the best tuned baseline on the held-out part
+(paired by episode, 95% CI) and with HPA. The last line printed is one JSON object of the figures.
 
     .venv/bin/python bench/policy_quality.py [--trace CSV] [--episodes 16] [--train-seeds 3]
 """
@@ -19,13 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ml.rl.policy import PPOPolicy
 from ml.rl.ppo import Args, train
 from ml.rl.train import eval_seeds, traffic_for
 from ml.sim.config import SimConfig
-from ml.sim.evaluate import best_of_grid, evaluate_policy, mean_ci, paired_improvement
+from ml.sim.evaluate import evaluate_policy, mean_ci, paired_improvement
+from ml.sim.tuning import baseline_grids, best_of, evaluate_tuned, tune_baselines
 from prioritymax.settings import get_settings
 
 
@@ -53,23 +53,11 @@ def main() -> None:
     holdout_seeds = eval_seeds(args.episodes)
 
     started = time.perf_counter()
-    grids = {
-        "hpa": {"target_utilization": [float(round(x, 2)) for x in np.arange(0.5, 0.96, 0.05)]},
-        "static": {"workers": list(range(config.min_workers, config.max_workers + 1, 2))},
-        "erlang_c": {"max_wait_probability": [0.01, 0.05, 0.1, 0.2, 0.4],
-                     "wait_seconds": list(config.sla_seconds[:2])},
-    }
-    tuned = {}
-    for name, grid in grids.items():
-        params, on_train = best_of_grid(name, grid, traffic.train, seeds=tune_seeds, config=config)
-        tuned[name] = params
-        print(f"tuned {name} on the training part: {params} (train reward {on_train.reward.mean():.2f})")
+    tuned = tune_baselines(config, traffic.train, seeds=tune_seeds)
+    for name, params in tuned.items():
+        print(f"tuned {name} on the training part: {params} (grid {baseline_grids(config)[name]})")
     print(f"tuning took {time.perf_counter() - started:.0f} s")
-
-    from ml.sim.policies import make_baseline
-
-    results = {name: evaluate_policy(make_baseline(name, config, **tuned[name]), traffic.evaluation,
-                                     seeds=holdout_seeds, config=config) for name in grids}
+    results = evaluate_tuned(tuned, config, traffic.evaluation, holdout_seeds)
     ppo_runs = []
     with tempfile.TemporaryDirectory() as folder:
         for seed in range(args.train_seeds):
@@ -90,6 +78,11 @@ def main() -> None:
     for name, evaluation in results.items():
         print(row(f"{name} {tuned[name]}", evaluation))
     hpa = results["hpa"]
+    best_name = best_of(results)
+    best = results[best_name]
+    vs_best = paired_improvement(median_run, best)
+    print(f"PPO vs the best tuned baseline ({best_name}): {vs_best['mean']:+.1%} reward "
+          f"(95% CI {vs_best['ci95'][0]:+.1%} .. {vs_best['ci95'][1]:+.1%})")
     improvement = paired_improvement(median_run, hpa)
     print(f"PPO vs tuned HPA: {improvement['mean']:+.1%} reward "
           f"(95% CI {improvement['ci95'][0]:+.1%} .. {improvement['ci95'][1]:+.1%})")
@@ -99,9 +92,18 @@ def main() -> None:
           f"(95% CI {violations['ci95'][0]:+.5f} .. {violations['ci95'][1]:+.5f})")
     figures = {
         "ppo_reward": float(median_run.reward.mean()),
+        "best_baseline": best_name,
+        "best_baseline_reward": float(best.reward.mean()),
+        "improvement_vs_best_baseline": (median_run.reward.mean() - best.reward.mean())
+        / abs(best.reward.mean()),
+        "improvement_vs_best_baseline_paired_ci95": vs_best["ci95"],
+        "best_baseline_sla_violation_rate": float(best.overall_violation_rate.mean()),
+        "best_baseline_high_class_sla_violation_rate": float(best.violation_rate[:, 0].mean()),
+        "ppo_high_class_sla_violation_rate": float(median_run.violation_rate[:, 0].mean()),
         "hpa_reward": float(hpa.reward.mean()),
         "static_reward": float(results["static"].reward.mean()),
         "erlang_c_reward": float(results["erlang_c"].reward.mean()),
+        "queue_threshold_reward": float(results["queue_threshold"].reward.mean()),
         "improvement_vs_hpa": (median_run.reward.mean() - hpa.reward.mean()) / abs(hpa.reward.mean()),
         "improvement_vs_hpa_paired_ci95": improvement["ci95"],
         "ppo_sla_violation_rate": float(median_run.overall_violation_rate.mean()),

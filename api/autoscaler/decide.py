@@ -54,10 +54,27 @@ def current_workers(reading: Reading) -> int:
     return reading.active_workers + reading.warming_workers
 
 
-def policy_step(served: ServedPolicy, reading: Reading, rng: np.random.Generator) -> tuple[int, int, float]:
-    """The policy's action index, its delta in workers, and its probability."""
-    action, probability = served.act(observation(served.config, reading), rng)
-    return action, served.config.scale_deltas[action], probability
+def policy_step(served: ServedPolicy, reading: Reading,
+                rng: np.random.Generator) -> tuple[int, int, float | None, str | None]:
+    """The policy's action index, its delta in workers, its probability, and - for a residual
+    policy given a reading unlike any it trained on - why its base rule decided instead."""
+    policy = served.policy
+    if getattr(policy, "control", None) is None:
+        action, probability = served.act(observation(served.config, reading), rng)
+        return action, served.config.scale_deltas[action], probability, None
+    action, probability, outside = policy.decide_residual(reading_info_of(served.config, reading))
+    return action, served.config.scale_deltas[action], probability, outside
+
+
+def reading_info_of(config: SimConfig, reading: Reading) -> dict[str, np.ndarray]:
+    """A reading as the one-env info dict a residual policy reads (``ml.rl.residual``)."""
+    smoothed = reading.arrival_rate_smoothed
+    return {"queue": per_class(config, reading.queue, "queue").astype(np.float64)[None, :],
+            "arrival_rate": np.array([reading.arrival_rate]),
+            "arrival_rate_smoothed": np.array([reading.arrival_rate if smoothed is None else smoothed]),
+            "active_workers": np.array([float(reading.active_workers)]),
+            "warming_workers": np.array([float(reading.warming_workers)]),
+            "utilization": np.array([reading.utilization])}
 
 
 def hpa_step(hpa: HPAPolicy, reading: Reading) -> tuple[int, int]:

@@ -25,7 +25,8 @@ class AutoscalerMetrics:
                                      "Model versions refused (not loaded, the old one kept serving)",
                                      ["model"], registry=self.registry)
         self.fallbacks = Counter("prioritymax_autoscaler_fallbacks_total",
-                                 "Decisions answered by the HPA rule because the policy could not",
+                                 "Decisions answered by a rule because the policy could not "
+                                 "(no_policy: HPA; out_of_range: the residual policy's base rule)",
                                  ["reason"], registry=self.registry)
         self.control_plane_up = Gauge("prioritymax_autoscaler_control_plane_connected",
                                       "1 while the live config stream is connected",

@@ -103,8 +103,14 @@ def _load_policy(path: Path, version: str, source: str) -> ServedPolicy:
         config = SimConfig.from_dict(payload["sim_config"])
         policy = PPOPolicy.from_payload(payload)
         served = ServedPolicy(version, config, policy, time.time(), source)
-        probe = np.zeros(len(observation_fields(config)), dtype=np.float32)
-        action, _ = served.act(probe, np.random.default_rng(0))
+        if policy.control is None:
+            probe = np.zeros(len(observation_fields(config)), dtype=np.float32)
+            action, _ = served.act(probe, np.random.default_rng(0))
+        else:  # a residual policy acts on a reading: a quiet pool of one worker
+            from ml.rl.residual import reading_info
+
+            queue = np.zeros(config.num_classes)
+            action = policy.decide_residual(reading_info(queue, 0.5, 0.5, 1.0, 0.0, 0.5))[0]
     except CheckpointError as error:
         raise ModelLoadError(f"{POLICY} version {version}: {error}") from None
     except Exception as error:  # a payload of the right kind with wrong contents

@@ -58,7 +58,9 @@ class Decision(BaseModel):
     policy_version: str | None = Field(description="the rl_agent registry version that decided "
                                                    "(None in hpa or hold mode without a policy)")
     predictor_version: str | None = Field(description="the predictor version loaded alongside")
-    fallback: bool = Field(description="the HPA rule answered because the policy could not")
+    fallback: bool = Field(description="a rule answered because the policy could not: HPA with no "
+                                       "policy loaded, or a residual policy's own base rule on a "
+                                       "reading outside what it was trained on (the reason says which)")
     reason: str
     action_probability: float | None = None
     worker: str = Field(description="the worker that answered")

@@ -215,8 +215,12 @@ class AutoscalerWorker:
             mode, action, delta = MODE_HOLD, decide.hold_action(config), 0
             reason = f"{LOOP_FLAG} is off for {tenant or 'the global layer'}"
         elif mode == MODE_POLICY and policy is not None:
-            action, delta, probability = decide.policy_step(policy, reading, self._rng)
+            action, delta, probability, outside = decide.policy_step(policy, reading, self._rng)
             reason = f"rl_agent version {policy.version}"
+            if outside is not None:
+                fallback = True
+                self.metrics.fallbacks.labels(reason="out_of_range").inc()
+                reason = f"{reason}'s base rule: {outside}"
         else:
             if mode == MODE_POLICY:
                 fallback = True

@@ -27,6 +27,7 @@ MODEL_NAME = "rl_agent"
 CHECKPOINT = "rl_agent.pt"
 #: Policy names in the frames and charts.
 PPO, HPA = "PPO", "HPA"
+BEST = "Best tuned rule"
 HOW_TO_TRAIN = ("Train one with `pmx train_rl` (`--mlflow` registers it; `pmx canary_rl` and "
                 "`pmx models promote` make it the champion), or run the pipeline: `pmx up`.")
 
@@ -132,16 +133,37 @@ def _hashable(config_dict: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 
 # -------------------------------------------------------------------------------- the episode
-@st.cache_data(max_entries=32, show_spinner="Running PPO and the HPA rule…")
+@st.cache_data(max_entries=16, show_spinner="Tuning the rules on the policy's training traffic…")
+def best_rule(choice: ModelChoice) -> tuple[str, dict[str, Any]]:
+    """The rule (and its parameters) with the best reward on the policy's held-out episodes, every
+    rule tuned on the policy's training part: what the gate compares with (``canary_rl``)."""
+    from ml.rl.train import eval_seeds, traffic_named
+    from ml.sim.config import SimConfig
+    from ml.sim.tuning import best_of, evaluate_tuned, tune_baselines
+
+    payload = checkpoint(choice)
+    config = SimConfig.from_dict(payload["sim_config"])
+    try:
+        traffic = traffic_named(payload["traffic"], config)
+    except (OSError, ValueError) as error:
+        raise EpisodeError(f"the policy's training traffic cannot be read: {error}") from None
+    tuned = tune_baselines(config, traffic.train)
+    evaluations = evaluate_tuned(tuned, config, traffic.evaluation, eval_seeds(8))
+    best = best_of(evaluations)
+    return best, tuned[best]
+
+
+@st.cache_data(max_entries=32, show_spinner="Running PPO, the HPA rule and the best tuned rule…")
 def episode(choice: ModelChoice, trace: str, seed: int, steps: int | None = None) -> pd.DataFrame:
     """One episode of ``steps`` steps (default: the policy's training episode length) on
-    ``trace``, run by the PPO policy and by the HPA rule from the same seed: one row per step and
-    policy (``step, time, policy``, arrivals / queue / SLA violations per class and in total,
-    workers active / warming / both, utilization, cost parts, reward, cumulative reward)."""
+    ``trace``, run by the PPO policy, by the HPA rule and by the best tuned rule
+    (:func:`best_rule`) from the same seed: one row per step and policy (``step, time, policy``,
+    arrivals / queue / SLA violations per class and in total, workers active / warming / both,
+    utilization, cost parts, reward, cumulative reward)."""
     from ml.rl.policy import PPOPolicy
     from ml.sim.config import SimConfig
     from ml.sim.evaluate import record_episode
-    from ml.sim.policies import HPAPolicy
+    from ml.sim.policies import HPAPolicy, make_baseline
 
     payload = checkpoint(choice)
     trained = SimConfig.from_dict(payload["sim_config"])
@@ -154,8 +176,9 @@ def episode(choice: ModelChoice, trace: str, seed: int, steps: int | None = None
     if series.longest_segment < steps:
         raise EpisodeError(f"the replayed part of {series.name!r} holds at most {series.longest_segment} "
                            f"contiguous steps; choose an episode of {steps} steps or fewer")
-    return record_episode({PPO: PPOPolicy.from_payload(payload), HPA: HPAPolicy(config)}, series, seed,
-                          config)
+    name, params = best_rule(choice)
+    return record_episode({PPO: PPOPolicy.from_payload(payload), HPA: HPAPolicy(config),
+                           BEST: make_baseline(name, config, **params)}, series, seed, config)
 
 
 def class_names(frame: pd.DataFrame) -> list[str]:

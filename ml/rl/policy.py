@@ -77,6 +77,43 @@ class PPOPolicy:
     def reset(self, num_envs: int) -> None:
         self.rng = np.random.default_rng(self.seed)
 
+    #: How far beyond the inputs seen in training a reading may go, as a share of their range,
+    #: before :meth:`unseen` calls it out of distribution.
+    RANGE_SLACK = 0.1
+
+    def unseen(self, features: np.ndarray) -> str | None:
+        """Why one row of residual inputs lies outside what training saw (None: it does not).
+        The autoscaler worker falls back to the base rule on such a reading: the policy's
+        adjustment there would be an extrapolation nobody measured."""
+        if self.control is None or self.obs_range is None:
+            return None
+        from ml.rl.residual import feature_names
+
+        low, high = self.obs_range
+        slack = self.RANGE_SLACK * np.maximum(high - low, 1e-6)
+        outside = np.flatnonzero((features < low - slack) | (features > high + slack))
+        if not len(outside):
+            return None
+        names = feature_names(self.control.config)
+        i = int(outside[0])
+        return (f"{names[i]} = {features[i]:.3g} is outside what the policy was trained on "
+                f"[{low[i]:.3g}, {high[i]:.3g}]")
+
+    def decide_residual(self, info: dict[str, Any]) -> tuple[int, float | None, str | None]:
+        """One reading (a one-env info dict) of a residual policy: the simulator's action index,
+        the chosen adjustment's probability, and why the rule decided alone (None: the policy did)."""
+        assert self.control is not None
+        features = self.control.features(info)
+        outside = self.unseen(features[0])
+        if outside is not None:
+            residual = np.array([self.control.rule_action])
+            return int(self.control.env_action(residual, info)[0]), None, outside
+        logits = self.rollout.logits(self.obs_rms.normalize(features))
+        residual = self.control.policy_action(logits)
+        probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        return (int(self.control.env_action(residual, info)[0]),
+                float(probabilities[0, residual[0]]), None)
+
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         if self.control is None:
             return self.rollout.act(self.obs_rms.normalize(obs), self.rng)[0]

@@ -229,8 +229,9 @@ def rl_agent_candidate(
 def rl_agent_evaluation(
     context: dg.AssetExecutionContext, rl_agent_candidate: dict, budget: TrainingBudget
 ) -> dg.Output[dict]:
-    """The candidate and every baseline (HPA, static, Erlang-C) over the same held-out episodes
-    (``eval_rl``), with the candidate's paired improvement over HPA."""
+    """The candidate and every rule tuned on its training part (HPA, Erlang-C, queue-threshold,
+    static) over the same held-out episodes (``eval_rl``), with the candidate's paired improvement
+    over the best of them and over HPA."""
     from ml.rl.train import eval_rl
 
     result = eval_rl(Path(rl_agent_candidate["checkpoint"]), budget.eval_episodes)
@@ -245,6 +246,11 @@ def rl_agent_evaluation(
     low, high = improvement["ci95"]
     metadata |= numbers({"improvement_vs_hpa": improvement["mean"], "improvement_vs_hpa_ci95_low": low,
                          "improvement_vs_hpa_ci95_high": high})
+    vs_best = result["improvement_vs_best_baseline"]
+    metadata |= {"best_baseline": result["best_baseline"]} | numbers({
+        "improvement_vs_best_baseline": vs_best["mean"],
+        "improvement_vs_best_baseline_ci95_low": vs_best["ci95"][0],
+        "improvement_vs_best_baseline_ci95_high": vs_best["ci95"][1]})
     rows = ["| policy | reward | SLA violations | workers |", "| --- | --- | --- | --- |"]
     rows += [f"| {name} | {s['reward']['mean']:.2f} | {s['sla_violation_rate']['all']['mean']:.4%} | "
              f"{s['mean_workers']['mean']:.1f} |" for name, s in policies.items()]

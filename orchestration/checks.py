@@ -192,9 +192,10 @@ def predictor_canary_gate(
 def rl_agent_canary_gate(
     rl_agent_evaluation: dict, budget: TrainingBudget, mlflow: MLflowResource
 ) -> dg.AssetCheckResult:
-    """``canary_rl``: the candidate must beat the HPA rule and the registry's champion on the same
-    held-out episodes (mean paired reward improvement above zero over each)."""
-    from ml.rl.train import canary_rl
+    """``canary_rl``: on the candidate's own held-out episodes, the candidate's paired reward must be
+    within 2% of the best rule tuned on its training part or better, its high-class SLA violation
+    rate within that rule's upper 95% bound, and it must beat the registry's champion."""
+    from ml.rl.train import REWARD_MARGIN, canary_rl
 
     if (unchanged := _already_champion(rl_agent_evaluation, mlflow)) is not None:
         return unchanged
@@ -202,14 +203,22 @@ def rl_agent_canary_gate(
     metadata: dict[str, Any] = {
         "version": int(rl_agent_evaluation["version"]),
         "candidate_reward": result["reward"],
+        "best_baseline": result["best_baseline"],
+        "best_baseline_params": dg.MetadataValue.json(result["best_baseline_params"]),
+        "best_baseline_reward": result["best_baseline_reward"],
+        "candidate_high_class_sla_violation_rate": result["high_class_sla_violation_rate"],
+        "best_baseline_high_class_sla_violation_rate": result["best_baseline_high_class_sla_violation_rate"],
+        "best_baseline_high_class_sla_violation_rate_ci95_high":
+            result["best_baseline_high_class_sla_violation_rate_ci95_high"],
+        "baseline_rewards": dg.MetadataValue.json(result["baseline_rewards"]),
         "hpa_reward": result["hpa_reward"],
         "champion_version": result.get("champion_version") or "none",
-        "min_improvement": 0.0,
+        "min_improvement_vs_best_baseline": -REWARD_MARGIN,
         "episodes": result["episodes"],
         "checks": _checks_table(result["checks"]),
     }
     metadata |= numbers({"champion_reward": result.get("champion_reward")})
-    for against in ("hpa", "champion"):
+    for against in ("best_baseline", "hpa", "champion"):
         improvement = result.get(f"improvement_vs_{against}")
         if improvement:
             low, high = improvement["ci95"]

@@ -77,9 +77,10 @@ class PPOPolicy:
     def reset(self, num_envs: int) -> None:
         self.rng = np.random.default_rng(self.seed)
 
-    #: How far beyond the inputs seen in training a reading may go, as a share of their range,
-    #: before :meth:`unseen` calls it out of distribution.
-    RANGE_SLACK = 0.1
+    #: How far beyond the inputs seen in training a reading may go before :meth:`unseen` calls it
+    #: out of distribution: this share of each input's range, plus an absolute margin (inputs are
+    #: ratios: a backlog of 0.05 minutes of service is nothing, even if training never saw one).
+    RANGE_SLACK, ABSOLUTE_SLACK = 0.1, 0.1
 
     def unseen(self, features: np.ndarray) -> str | None:
         """Why one row of residual inputs lies outside what training saw (None: it does not).
@@ -90,7 +91,7 @@ class PPOPolicy:
         from ml.rl.residual import feature_names
 
         low, high = self.obs_range
-        slack = self.RANGE_SLACK * np.maximum(high - low, 1e-6)
+        slack = self.RANGE_SLACK * (high - low) + self.ABSOLUTE_SLACK
         outside = np.flatnonzero((features < low - slack) | (features > high + slack))
         if not len(outside):
             return None

@@ -132,6 +132,8 @@ def record_gate(checkpoint: Path, result: dict[str, Any]) -> None:
         registry.record_gate(tracked["model_name"], tracked["model_version"], {
             "passed": result["passed"], "reward": result["reward"],
             "hpa_reward": result["hpa_reward"],
+            "best_baseline": result.get("best_baseline"),
+            "best_baseline_reward": result.get("best_baseline_reward"),
             "champion_version": result.get("champion_version"),
             "episodes": result["episodes"],
         })

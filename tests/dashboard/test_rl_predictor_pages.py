@@ -21,7 +21,7 @@ def test_rl_page_on_an_empty_home_says_how_to_get_a_policy(on_empty):
     assert not page.get("plotly_chart") and not page.metric
 
 
-def test_rl_page_runs_the_champion_against_hpa(on_populated):
+def test_rl_page_runs_the_champion_against_the_best_tuned_rule_and_hpa(on_populated):
     page = open_page("rl")
     policy, trace = page.selectbox[0], page.selectbox[1]
     assert policy.value == "rl_agent v1 (champion)"
@@ -31,11 +31,13 @@ def test_rl_page_runs_the_champion_against_hpa(on_populated):
 
     shown = _metrics(page)
     summary = page.dataframe[0].value.set_index("policy")
-    assert list(summary.index) == ["PPO", "HPA"]
-    for name in ("PPO", "HPA"):
-        assert shown[f"{name} total reward"] == f"{summary.loc[name, 'total_reward']:,.2f}"
+    assert list(summary.index) == ["PPO", "Best tuned rule", "HPA"]
+    assert shown["PPO total reward"] == f"{summary.loc['PPO', 'total_reward']:,.2f}"
+    assert shown["Best rule total reward"] == f"{summary.loc['Best tuned rule', 'total_reward']:,.2f}"
+    for name in ("PPO", "Best rule"):
         assert f"{name} mean workers" in shown and f"{name} SLA violations" in shown
-    assert "PPO vs HPA" in shown
+    assert shown["Best tuned rule"].split()[0] in {"hpa", "erlang_c", "queue_threshold", "static"}
+    assert "PPO vs best rule" in shown and "PPO vs HPA" in shown
     assert len(page.get("plotly_chart")) == 4  # arrivals, queues, workers, reward
     assert "Queue length per class" in texts(page)
 
@@ -44,23 +46,23 @@ def test_rl_page_runs_the_champion_against_hpa(on_populated):
     page.number_input[1].set_value(120)
     page.run()
     assert not page.exception
-    assert page.dataframe[0].value["policy"].tolist() == ["PPO", "HPA"]
+    assert page.dataframe[0].value["policy"].tolist() == ["PPO", "Best tuned rule", "HPA"]
     assert _metrics(page)["Steps"] == "120"
 
 
 def test_an_episode_is_what_evaluate_policy_measures(on_populated):
-    """Both policies side by side give exactly the totals of a one-env evaluation with that seed,
+    """The policies side by side give exactly the totals of a one-env evaluation with that seed,
     and face the same arrivals."""
     from dashboard.data import rl
     from ml.rl.policy import PPOPolicy
     from ml.sim.config import SimConfig
     from ml.sim.evaluate import evaluate_policy
-    from ml.sim.policies import HPAPolicy
+    from ml.sim.policies import HPAPolicy, make_baseline
 
     choices, note = rl.policies()
     assert note is None and choices[0].version == "1"
     frame = rl.episode(choices[0], "synthetic", 11, 200)
-    assert len(frame) == 400 and set(frame["step"]) == set(range(200))
+    assert len(frame) == 600 and set(frame["step"]) == set(range(200))
     ppo, hpa = frame[frame["policy"] == rl.PPO], frame[frame["policy"] == rl.HPA]
     assert np.array_equal(ppo["arrivals"].to_numpy(), hpa["arrivals"].to_numpy())
     assert ppo["time"].is_monotonic_increasing
@@ -69,7 +71,9 @@ def test_an_episode_is_what_evaluate_policy_measures(on_populated):
     config = SimConfig.from_dict(payload["sim_config"]).replace(episode_steps=200)
     series = rl._traffic("synthetic", None, rl._hashable(payload["sim_config"]))
     summary = rl.summary(frame).set_index("policy")
-    for name, policy in ((rl.PPO, PPOPolicy.from_payload(payload)), (rl.HPA, HPAPolicy(config))):
+    best, params = rl.best_rule(choices[0])
+    for name, policy in ((rl.PPO, PPOPolicy.from_payload(payload)), (rl.HPA, HPAPolicy(config)),
+                         (rl.BEST, make_baseline(best, config, **params))):
         expected = evaluate_policy(policy, series, seeds=[11], config=config)
         assert summary.loc[name, "total_reward"] == pytest.approx(expected.reward[0], rel=1e-9)
         assert summary.loc[name, "mean_workers"] == pytest.approx(expected.mean_workers[0], rel=1e-9)

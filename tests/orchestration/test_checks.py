@@ -92,6 +92,12 @@ def test_the_pipeline_gates_passed_and_regating_a_champion_leaves_it_alone(promo
     agent = check_metadata(checks["rl_agent_evaluation:canary_gate"])
     assert agent["candidate_reward"] > agent["hpa_reward"] and agent["improvement_vs_hpa"] > 0
     assert agent["champion_version"] == "none"
+    # Against the best rule tuned on its training part, both sides shown.
+    assert agent["best_baseline"] in {"hpa", "erlang_c", "queue_threshold", "static"}
+    assert agent["improvement_vs_best_baseline"] >= agent["min_improvement_vs_best_baseline"] == -0.02
+    assert (agent["candidate_high_class_sla_violation_rate"]
+            <= agent["best_baseline_high_class_sla_violation_rate_ci95_high"] + 1e-4)
+    assert "| vs_best_baseline | yes |" in agent["checks"] and "| high_class_sla | yes |" in agent["checks"]
 
     # canary_gate_job after the promotion: each candidate is the champion; neither is gated against itself.
     assert promoted.regate.success
@@ -137,7 +143,7 @@ def test_a_one_epoch_policy_fails_the_rl_gate_against_the_champion(in_promoted_h
     assert not gate.passed
     metadata = check_metadata(gate)
     assert metadata["champion_version"] == "1" and metadata["version"] == 2
-    assert metadata["candidate_reward"] < metadata["champion_reward"]
+    assert metadata["candidate_reward"] <= metadata["champion_reward"]
     assert metadata["improvement_vs_champion"] <= 0  # the gate wants a mean paired improvement above 0
     assert {"hpa_reward", "improvement_vs_hpa", "improvement_vs_champion_ci95_high"} <= set(metadata)
     assert "| vs_champion | NO |" in metadata["checks"]

@@ -85,3 +85,14 @@ def test_the_hpa_rule_on_request_and_as_the_fallback(worker, versions, monkeypat
 def test_a_reading_that_does_not_fit_the_policy_is_refused(worker):
     with pytest.raises(ReadingError, match="lacks \\['low'\\].*has unknown \\['urgent'\\]"):
         worker.decide(Reading(**{**READING, "queue": {"high": 1, "normal": 2, "urgent": 3}}))
+
+
+def test_a_reading_unlike_any_in_training_falls_back_to_the_policys_own_rule(worker):
+    """The champion is a residual policy: a reading far outside the inputs it trained on (a
+    backlog of hours) is decided by its base rule, said in the reason and counted."""
+    flooded = {**READING, "queue": {"high": 5_000_000, "normal": 0, "low": 0}}
+    decision = worker.decide(Reading(**flooded))
+    assert decision.mode == "policy" and decision.fallback
+    assert "base rule" in decision.reason and "outside what the policy was trained on" in decision.reason
+    assert decision.delta == 2  # the rule drains the backlog: as fast as the pool may grow
+    assert b'prioritymax_autoscaler_fallbacks_total{reason="out_of_range"} 1.0' in worker.metrics.render()

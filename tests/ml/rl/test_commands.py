@@ -25,14 +25,22 @@ def test_train_eval_and_gate_without_a_registry(tmp_path):
     evaluated = ok(trainer(home, "eval_rl", "--episodes", "3"))
     assert evaluated["episodes"] == 3
     assert {"avg_reward", "std_reward"} <= set(evaluated)
-    assert set(evaluated["policies"]) == {"ppo", "hpa", "static", "erlang_c"}
+    assert set(evaluated["policies"]) == {"ppo", "hpa", "static", "erlang_c", "queue_threshold"}
     low, high = evaluated["improvement_vs_hpa"]["ci95"]
     assert low <= evaluated["improvement_vs_hpa"]["mean"] <= high
 
     gate = trainer(home, "canary_rl", "--episodes", "3", "--no-registry")
     verdict = json.loads(gate.stdout)
     assert gate.returncode == (0 if verdict["passed"] else 1)
-    assert [c["check"] for c in verdict["checks"]] == ["vs_hpa", "vs_champion"]
+    assert [c["check"] for c in verdict["checks"]] == ["vs_best_baseline", "high_class_sla",
+                                                       "vs_champion"]
+    assert verdict["best_baseline"] == evaluated["best_baseline"]
+    assert verdict["best_baseline_reward"] == max(verdict["baseline_rewards"].values())
+    best_check = verdict["checks"][0]
+    assert best_check["passed"] == (verdict["improvement_vs_best_baseline"]["mean"] >= -0.02)
+    high_check = verdict["checks"][1]
+    assert high_check["passed"] == (verdict["high_class_sla_violation_rate"] <= verdict[
+        "best_baseline_high_class_sla_violation_rate_ci95_high"] + 1e-4)
     same = trainer(home, "canary_rl", "--episodes", "3", "--champion-checkpoint", checkpoint)
     assert same.returncode == 1  # not better than itself
     assert json.loads(same.stdout)["improvement_vs_champion"]["mean"] == 0.0

@@ -78,7 +78,7 @@ def test_ppo_learns_to_beat_the_hpa_rule_on_the_nasa_trace(tmp_path, nasa_trace)
     state = train(args, traffic=traffic.train, traffic_name=traffic.name,
                   checkpoint=tmp_path / "nasa.pt", progress=False)
     seeds = list(range(100, 108))
-    ppo = evaluate_policy(PPOPolicy(state.agent, state.obs_rms), traffic.evaluation, seeds=seeds)
+    ppo = evaluate_policy(PPOPolicy.from_state(state), traffic.evaluation, seeds=seeds)
     hpa = evaluate_policy(HPAPolicy(SimConfig()), traffic.evaluation, seeds=seeds)
     assert ppo.reward.mean() > hpa.reward.mean()
 

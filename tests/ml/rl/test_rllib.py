@@ -44,7 +44,7 @@ def test_rllib_train_exports_a_policy_eval_rl_reads_and_resumes(tmp_path):
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-5)
 
     evaluated = ok(trainer(home, "eval_rl", "--checkpoint", exported, "--episodes", "2"))
-    assert set(evaluated["policies"]) == {"ppo", "hpa", "static", "erlang_c"}
+    assert set(evaluated["policies"]) == {"ppo", "hpa", "static", "erlang_c", "queue_threshold"}
     assert evaluated["avg_reward"] == pytest.approx(evaluated["policies"]["ppo"]["reward"]["mean"])
 
     # A policy-only checkpoint is not something train_rl can resume.

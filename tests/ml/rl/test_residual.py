@@ -1,0 +1,99 @@
+"""The residual policy's interface: inputs relative to capacity, the rule as its floor, the
+checkpoint keeping both, and the guard against inputs training never saw."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from ml.rl.policy import PPOPolicy
+from ml.rl.ppo import Args, train
+from ml.rl.residual import ResidualControl, RulePolicy, feature_names, reading_info, tune_base_rule
+from ml.sim.config import SimConfig
+from ml.sim.evaluate import evaluate_policy
+from ml.sim.policies import ErlangCPolicy
+from ml.sim.traffic import synthetic_series
+from ml.sim.tuning import tune_baselines
+
+CONFIG = SimConfig()
+SMALL = Args(epochs=2, steps=256, num_envs=4, minibatch_size=64, update_epochs=2, eval_every=0)
+
+
+@pytest.fixture(scope="module")
+def traffic():
+    return synthetic_series(days=3, seed=3).scaled_to(CONFIG.mean_arrival_rate)
+
+
+def test_inputs_mean_the_same_at_any_load_level():
+    control = ResidualControl(CONFIG, drain_seconds=300.0)
+    names = feature_names(CONFIG)
+    one = control.features(reading_info(np.array([30.0, 60.0, 90.0]), 10.0, 9.0, 12, 2, 0.8))
+    three = control.features(reading_info(np.array([90.0, 180.0, 270.0]), 30.0, 27.0, 36, 6, 0.8))
+    absolute = {"load_over_max_pool", "rule_over_pool"}  # the cap is absolute; Erlang-C pools scale
+    same = [i for i, name in enumerate(names) if name not in absolute]
+    np.testing.assert_allclose(one[0, same], three[0, same], rtol=1e-6)
+    assert one.shape == (1, len(names))
+
+
+def test_with_no_reactions_the_base_rule_is_the_erlang_c_rule(traffic):
+    control = ResidualControl(CONFIG, 30.0, 0.05, drain_seconds=None, instant_rate=False)
+    seeds = [1, 2, 3]
+    ours = evaluate_policy(RulePolicy(control), traffic, seeds=seeds)
+    erlang = evaluate_policy(ErlangCPolicy(CONFIG, 30.0, 0.05), traffic, seeds=seeds)
+    np.testing.assert_array_equal(ours.reward, erlang.reward)
+
+
+def test_an_untrained_residual_policy_is_its_rule(traffic, tmp_path):
+    """Greedy, with the rule's action favoured at initialization: the floor before any learning."""
+    control = ResidualControl(CONFIG, 30.0, 0.05, drain_seconds=300.0)
+    state = train(dataclasses.replace(SMALL, epochs=0), traffic=traffic, traffic_name="t",
+                  checkpoint=tmp_path / "r.pt", control=control, progress=False)
+    seeds = [4, 5]
+    policy = evaluate_policy(PPOPolicy.from_state(state), traffic, seeds=seeds)
+    rule = evaluate_policy(RulePolicy(control), traffic, seeds=seeds)
+    np.testing.assert_array_equal(policy.reward, rule.reward)
+
+
+def test_the_checkpoint_keeps_the_rule_and_the_inputs_seen(traffic, tmp_path):
+    control = ResidualControl(CONFIG, 120.0, 0.2, drain_seconds=900.0, instant_rate=False)
+    state = train(SMALL, traffic=traffic, traffic_name="t", checkpoint=tmp_path / "r.pt",
+                  control=control, progress=False)
+    loaded = PPOPolicy.from_checkpoint(tmp_path / "r.pt")
+    assert loaded.control == control
+    low, high = loaded.obs_range
+    np.testing.assert_array_equal(low, state.obs_range[0])
+    assert low.shape == (len(feature_names(CONFIG)),) and np.all(low <= high)
+    seeds = [6, 7]
+    np.testing.assert_array_equal(evaluate_policy(loaded, traffic, seeds=seeds).reward,
+                                  evaluate_policy(PPOPolicy.from_state(state), traffic, seeds=seeds).reward)
+    # resumed, it keeps the rule it started with (it is not tuned again)
+    more = train(dataclasses.replace(SMALL, epochs=3), traffic=traffic, traffic_name="t",
+                 checkpoint=tmp_path / "r.pt", progress=False)
+    assert more.control == control and more.epoch == 3
+
+
+def test_inputs_outside_the_training_range_are_named(traffic, tmp_path):
+    state = train(SMALL, traffic=traffic, traffic_name="t", checkpoint=tmp_path / "r.pt",
+                  control=ResidualControl(CONFIG), progress=False)
+    policy = PPOPolicy.from_state(state)
+    usual = reading_info(np.zeros(3), 10.0, 10.0, 14, 0, 0.7)
+    assert policy.unseen(policy.control.features(usual)[0]) is None
+    action, probability, outside = policy.decide_residual(usual)
+    assert outside is None and 0 < probability <= 1
+    flooded = reading_info(np.array([1e6, 0.0, 0.0]), 10.0, 10.0, 14, 0, 1.0)
+    action, probability, outside = policy.decide_residual(flooded)
+    assert "backlog_minutes_high" in outside and "outside what the policy was trained on" in outside
+    assert probability is None
+    rule = policy.control.env_action(np.array([policy.control.rule_action]), flooded)
+    assert action == int(rule[0])
+
+
+def test_the_base_rule_starts_from_the_tuned_erlang_c(traffic):
+    """Stage one tunes Erlang-C on the training traffic as the Erlang-C baseline is tuned."""
+    control = tune_base_rule(CONFIG, traffic, episodes=4, episode_steps=120)
+    short = CONFIG.replace(episode_steps=120)
+    baseline = tune_baselines(short, traffic, seeds=range(4))["erlang_c"]
+    assert (control.wait_seconds, control.max_wait_probability) == (
+        baseline["wait_seconds"], baseline["max_wait_probability"])

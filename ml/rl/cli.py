@@ -50,16 +50,21 @@ def _emit(result) -> None:
 @click.option("--mlflow", is_flag=True, help="log the run; register the model as rl_agent challenger")
 @click.option("--preset", default=None,
               help="start from a saved preset (`tune` saves one); flags given here still win")
+@click.option("--control", type=click.Choice(["residual", "direct"]), default=None,
+              help="residual: adjust a tuned rule from capacity-relative inputs [default]; "
+                   "direct: pick raw scale deltas from the simulator's observation")
+@click.option("--randomize/--no-randomize", default=None,
+              help="train on the traffic at several load levels, with flash crowds [on]")
 def train_rl_command(epochs, steps, lr, device, checkpoint, num_envs, seed, trace, eval_every,
                      eval_episodes, holdout_fraction, torch_threads, fresh, stop_after, wandb,
-                     mlflow, preset):
+                     mlflow, preset, control, randomize):
     """Train single-machine PPO RL agent."""
     from ml.rl.presets import resolve_args
     from ml.rl.train import train_rl
 
     args = resolve_args(preset, epochs=epochs, steps=steps, lr=lr, eval_every=eval_every,
                  eval_episodes=eval_episodes, torch_threads=torch_threads, num_envs=num_envs,
-                 device=device, seed=seed)
+                 device=device, seed=seed, control=control, randomize=randomize)
     _emit(train_rl(args, checkpoint or _default_checkpoint(), trace=trace,
                    holdout_fraction=holdout_fraction, fresh=fresh, stop_after=stop_after,
                    mlflow=mlflow, wandb=wandb))

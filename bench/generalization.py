@@ -17,10 +17,12 @@ with ``--trace``) and the synthetic profile:
 In each cell every rule (HPA, Erlang-C, queue-threshold, static) is tuned on that cell's
 training part only, PPO is trained there with ``train_rl``'s defaults once per training seed,
 and all of them run over the same seeded test episodes. PPO's reward per episode is the mean over
-its training seeds; improvements are paired by episode, with 95% CIs. Each cell also shows the
-residual policy's base rule alone (what the learned part adds) and a perfect-sizing bound
-(``ml.sim.evaluate.perfect_sizing_reward``) with the share of the gap between the best rule and
-that bound which PPO closes. The last line printed is one JSON object of the figures.
+its training seeds (each seed's learned adjustments kept only if they beat its rule on the
+training part's variants, ``adjustments_kept`` per cell); improvements are paired by episode,
+with 95% CIs. Each cell also shows the residual policy's base rule alone (what the learned part
+adds) and a perfect-sizing bound (``ml.sim.evaluate.perfect_sizing_reward``) with the share of
+the gap between the best rule and that bound which PPO closes. The last line printed is one JSON
+object of the figures.
 
     .venv/bin/python bench/generalization.py [--trace CSV] [--seeds 5] [--episodes 16] [--quick]
 """
@@ -92,7 +94,7 @@ def summary(evaluation: PolicyEvaluation) -> dict[str, Any]:
 
 def judge_cell(name: str, train_name: str, test: RateSeries, ppo: list[PolicyEvaluation],
                base: PolicyEvaluation, baselines: dict[str, PolicyEvaluation],
-               bound: np.ndarray, tuned: dict[str, Any]) -> dict[str, Any]:
+               bound: np.ndarray, tuned: dict[str, Any], kept: int) -> dict[str, Any]:
     best_name = best_of(baselines)
     best = baselines[best_name]
     reward = np.mean([e.reward for e in ppo], axis=0)  # per episode, over training seeds
@@ -117,6 +119,7 @@ def judge_cell(name: str, train_name: str, test: RateSeries, ppo: list[PolicyEva
                 "mean_workers": float(np.mean([e.mean_workers.mean() for e in ppo])),
                 "cost": float(np.mean([e.cost.mean() for e in ppo]))},
         "residual_base_rule": summary(base),
+        "adjustments_kept": kept,
         "baselines": {n: summary(e) for n, e in baselines.items()},
         "perfect_sizing_bound": float(bound.mean()),
         "gap_closed": float((reward.mean() - best.reward.mean()) / gap) if gap > 0 else None,
@@ -161,8 +164,10 @@ def main() -> None:
                 policies.append(PPOPolicy.from_state(state))
             prepared[set_name] = {"tuned": tuned, "control": control, "policies": policies}
             rule = {k: v for k, v in control.to_dict().items() if k not in ("config", "kind")}
+            kept = sum(p.control.learned for p in policies)
             print(f"training set {set_name}: tuned {tuned}; base rule {rule}; "
-                  f"{args.seeds} PPO seeds in {time.perf_counter() - began:.0f} s", flush=True)
+                  f"{args.seeds} PPO seeds in {time.perf_counter() - began:.0f} s, learned "
+                  f"adjustments kept by validation in {kept}", flush=True)
 
     results = []
     for name, set_name, test in cells(trace, sets, config, synthetic_days):
@@ -171,7 +176,8 @@ def main() -> None:
         ppo = [evaluate_policy(p, test, seeds=test_seeds, config=config) for p in ready["policies"]]
         base = evaluate_policy(RulePolicy(ready["control"]), test, seeds=test_seeds, config=config)
         bound = perfect_sizing_reward(test, test_seeds, config)
-        cell = judge_cell(name, set_name, test, ppo, base, baselines, bound, ready["tuned"])
+        kept = sum(p.control.learned for p in ready["policies"])
+        cell = judge_cell(name, set_name, test, ppo, base, baselines, bound, ready["tuned"], kept)
         results.append(cell)
         best = cell["best_baseline"]
         print(f"{name:<22} PPO {cell['ppo']['reward']:10.2f}"

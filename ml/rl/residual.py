@@ -13,8 +13,8 @@ Why. A policy that reads arrival rates normalized by its training traffic's mean
   trace to trace.
 - **The action is a residual on a rule.** The base rule sizes the pool with Erlang-C at the
   smoothed rate (at the instantaneous one when it jumps 1.5x past it), plus enough workers to
-  drain the backlog beyond a minute of service within ``drain_seconds``; its parameters are tuned
-  on the training traffic (:func:`tune_base_rule`). The policy's action moves that recommendation by
+  drain each class's backlog within a multiple of its SLA; its parameters are tuned on the
+  training traffic (:func:`tune_base_rule`). The policy's action moves that recommendation by
   ``{-2, -1, 0, +1, +2}`` units of 10% of it (at least one worker); the pool then moves toward the
   adjusted target as far as one step allows. Action 0 (the middle one) is the rule itself.
 - **It acts greedily.** A residual's most likely action is the rule unless training found a
@@ -66,13 +66,16 @@ class ResidualControl:
     config: SimConfig
     wait_seconds: float = 30.0  # Erlang-C: the wait whose probability is bounded
     max_wait_probability: float = 0.05
-    drain_seconds: float | None = 300.0  # backlog term: drain the queue within this time (None: off)
+    # Backlog term: workers to drain, within this share of its SLA, the backlog ahead of each
+    # class's newest task (the largest need over the classes; None: no backlog term).
+    drain_sla_fraction: float | None = 2.0
     # Size for the instantaneous rate when it jumps past JUMP_RATIO x the smoothed one (a flash
     # crowd: the smoothing's lag would cost minutes), else for the smoothed rate.
     instant_rate: bool = True
-    # The backlog term counts only the queue beyond this many minutes of the pool's service, so a
-    # pool in its normal regime is sized by Erlang-C alone and only a real backlog adds workers.
-    drain_deadband_minutes: float = 1.0
+    # Whether the policy's learned adjustments are applied: set at the end of training by
+    # validate_adjustments (False: they did not beat the rule on the training traffic's
+    # variants, and the policy is its rule).
+    learned: bool = True
 
     kind = "residual"
 
@@ -87,9 +90,10 @@ class ResidualControl:
 
     # ------------------------------------------------------------------------------ the rule
     def rule_target(self, info: dict[str, Any]) -> np.ndarray:
-        """Workers the base rule asks for: Erlang-C for the larger of the instantaneous and
-        smoothed rates (reacting to a jump at once, not after the smoothing's lag), plus the
-        backlog drained within ``drain_seconds``."""
+        """Workers the base rule asks for: Erlang-C for the arrival rate (see ``instant_rate``),
+        plus the workers that drain each class's backlog within ``drain_sla_fraction`` of its
+        SLA (the most any class needs). The backlog term is scale-free: a queue a pool serves in
+        seconds adds a fraction of a worker (rounded away), one that breaks SLAs adds many."""
         cfg = self.config
         rate = _f64(info["arrival_rate_smoothed"])
         if self.instant_rate:
@@ -97,11 +101,10 @@ class ResidualControl:
             rate = np.where(now > JUMP_RATIO * rate, now, rate)
         sized = erlang_c_servers(rate, cfg.service_rate, self.wait_seconds,
                                  self.max_wait_probability, cfg.max_workers)
-        if self.drain_seconds is not None:
-            serving = _f64(info["active_workers"]) * cfg.service_rate
-            backlog = np.maximum(_f64(info["queue"]).sum(axis=1)
-                                 - self.drain_deadband_minutes * 60.0 * serving, 0.0)
-            sized = sized + backlog / (cfg.service_rate * self.drain_seconds)
+        if self.drain_sla_fraction is not None:
+            ahead = np.cumsum(_f64(info["queue"]), axis=1)
+            horizon = self.drain_sla_fraction * np.asarray(cfg.sla_seconds) * cfg.service_rate
+            sized = sized + np.max(ahead / horizon, axis=1)
         return np.clip(sized, cfg.min_workers, cfg.max_workers)
 
     def env_action(self, residual: np.ndarray, info: dict[str, Any]) -> np.ndarray:
@@ -140,6 +143,9 @@ class ResidualControl:
         return np.minimum(np.stack(columns, axis=1), FEATURE_CAP).astype(np.float32)
 
     def policy_action(self, logits: np.ndarray) -> np.ndarray:
+        """Greedy; the rule's own action when the adjustments were not validated."""
+        if not self.learned:
+            return np.full(len(logits), self.rule_action)
         return np.argmax(logits, axis=1)
 
     # ------------------------------------------------------------------------------- state
@@ -228,14 +234,50 @@ class ResidualVecEnv:
         self.env.close()
 
 
+VALIDATION_SEEDS = tuple(range(500, 508))  # apart from tuning's and evaluation's seeds
+VALIDATION_TOLERANCE = 0.005
+
+
+def shift_variants(traffic: RateSeries) -> list[RateSeries]:
+    """The training traffic as it is, at 0.3x and 3x its load, and with flash crowds: what the
+    base rule is tuned on and the learned adjustments are validated on."""
+    from ml.sim.shifts import scaled, with_flash_crowds
+
+    return [traffic, scaled(traffic, 0.3), scaled(traffic, 3.0), with_flash_crowds(traffic, 0)]
+
+
+def validate_adjustments(policy: Any, control: ResidualControl, traffic: RateSeries,
+                         episode_steps: int = 240) -> dict[str, Any]:
+    """Whether a trained residual policy's adjustments beat its own rule, on the training
+    traffic's variants (:func:`shift_variants`; short episodes, seeds apart from tuning's).
+
+    They are kept only if they help on average and cost no variant more than
+    ``VALIDATION_TOLERANCE`` of the rule's reward: a learned part that helps one regime and
+    hurts another is not worth deploying over a rule that holds in both. ``policy`` is the
+    trained policy (any simulator policy acting with ``control``)."""
+    from ml.sim.evaluate import evaluate_policy
+
+    config = control.config
+    short = config.replace(episode_steps=min(episode_steps, config.episode_steps))
+    seeds = list(VALIDATION_SEEDS)
+    changes = []
+    for series in shift_variants(traffic):
+        learned = evaluate_policy(policy, series, seeds=seeds, config=short).reward.mean()
+        rule = evaluate_policy(RulePolicy(control), series, seeds=seeds, config=short).reward.mean()
+        changes.append(float((learned - rule) / abs(rule)))
+    keep = min(changes) >= -VALIDATION_TOLERANCE and float(np.mean(changes)) > 0
+    return {"kept": bool(keep), "change_vs_rule": changes,
+            "variants": ["as_trained", "load_0.3x", "load_3x", "flash_crowds"]}
+
+
 def tune_base_rule(config: SimConfig, traffic: RateSeries, episodes: int = 8,
                    episode_steps: int = 240) -> ResidualControl:
     """The base rule's parameters, tuned on the training traffic only, in two stages.
 
     1. Erlang-C's wait target and probability: the best mean reward on ``traffic`` as it is, as
        the Erlang-C baseline is tuned, so in the training regime the rule is that baseline.
-    2. The reactions to what the training part may not show - the backlog term, its dead band,
-       and sizing for a jump in the instantaneous rate - on ``traffic`` as it is, at 0.3x and 3x
+    2. The reactions to what the training part may not show - the backlog term's horizon, and
+       sizing for a jump in the instantaneous rate - on ``traffic`` as it is, at 0.3x and 3x
        its load, and with flash crowds. On each variant a candidate's shortfall is its distance
        from the best candidate's reward there, relative to it. Among the candidates within
        ``TRAINING_REGIME_SLACK`` of the best on the training traffic itself, the smallest worst
@@ -247,7 +289,6 @@ def tune_base_rule(config: SimConfig, traffic: RateSeries, episodes: int = 8,
     import itertools
 
     from ml.sim.evaluate import evaluate_policy
-    from ml.sim.shifts import scaled, with_flash_crowds
 
     short = config.replace(episode_steps=min(episode_steps, config.episode_steps))
     seeds = list(range(episodes))
@@ -257,13 +298,12 @@ def tune_base_rule(config: SimConfig, traffic: RateSeries, episodes: int = 8,
         return float(evaluate_policy(policy, series, seeds=seeds, config=short).reward.mean())
 
     waits = sorted({config.sla_seconds[0], config.sla_seconds[min(1, len(config.sla_seconds) - 1)]})
-    sizing = [ResidualControl(config, float(w), p, None, False)
+    sizing = [ResidualControl(config, float(w), p, drain_sla_fraction=None, instant_rate=False)
               for w, p in itertools.product(waits, (0.01, 0.05, 0.1, 0.2, 0.4))]
     erlang = max(sizing, key=lambda c: reward(c, traffic))
-    variants = [traffic, scaled(traffic, 0.3), scaled(traffic, 3.0), with_flash_crowds(traffic, 0)]
-    candidates = [erlang] + [
-        dataclasses.replace(erlang, drain_seconds=d, instant_rate=i, drain_deadband_minutes=b)
-        for d, i, b in itertools.product((120.0, 300.0, 900.0), (False, True), (1.0, 3.0))]
+    variants = shift_variants(traffic)
+    candidates = [dataclasses.replace(erlang, drain_sla_fraction=d, instant_rate=i)
+                  for d, i in itertools.product((None, 0.5, 1.0, 2.0, 4.0, 8.0), (False, True))]
     rewards = np.array([[reward(c, v) for v in variants] for c in candidates])
     best = rewards.max(axis=0)
     shortfall = (best - rewards) / np.abs(best)

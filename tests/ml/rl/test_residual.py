@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ml.rl.policy import PPOPolicy
-from ml.rl.ppo import Args, train
+from ml.rl.ppo import Args, load_checkpoint, train
 from ml.rl.residual import ResidualControl, RulePolicy, feature_names, reading_info, tune_base_rule
 from ml.sim.config import SimConfig
 from ml.sim.evaluate import evaluate_policy
@@ -27,7 +27,7 @@ def traffic():
 
 
 def test_inputs_mean_the_same_at_any_load_level():
-    control = ResidualControl(CONFIG, drain_seconds=300.0)
+    control = ResidualControl(CONFIG, drain_sla_fraction=1.0)
     names = feature_names(CONFIG)
     one = control.features(reading_info(np.array([30.0, 60.0, 90.0]), 10.0, 9.0, 12, 2, 0.8))
     three = control.features(reading_info(np.array([90.0, 180.0, 270.0]), 30.0, 27.0, 36, 6, 0.8))
@@ -38,7 +38,7 @@ def test_inputs_mean_the_same_at_any_load_level():
 
 
 def test_with_no_reactions_the_base_rule_is_the_erlang_c_rule(traffic):
-    control = ResidualControl(CONFIG, 30.0, 0.05, drain_seconds=None, instant_rate=False)
+    control = ResidualControl(CONFIG, 30.0, 0.05, drain_sla_fraction=None, instant_rate=False)
     seeds = [1, 2, 3]
     ours = evaluate_policy(RulePolicy(control), traffic, seeds=seeds)
     erlang = evaluate_policy(ErlangCPolicy(CONFIG, 30.0, 0.05), traffic, seeds=seeds)
@@ -47,7 +47,7 @@ def test_with_no_reactions_the_base_rule_is_the_erlang_c_rule(traffic):
 
 def test_an_untrained_residual_policy_is_its_rule(traffic, tmp_path):
     """Greedy, with the rule's action favoured at initialization: the floor before any learning."""
-    control = ResidualControl(CONFIG, 30.0, 0.05, drain_seconds=300.0)
+    control = ResidualControl(CONFIG, 30.0, 0.05, drain_sla_fraction=1.0)
     state = train(dataclasses.replace(SMALL, epochs=0), traffic=traffic, traffic_name="t",
                   checkpoint=tmp_path / "r.pt", control=control, progress=False)
     seeds = [4, 5]
@@ -57,11 +57,14 @@ def test_an_untrained_residual_policy_is_its_rule(traffic, tmp_path):
 
 
 def test_the_checkpoint_keeps_the_rule_and_the_inputs_seen(traffic, tmp_path):
-    control = ResidualControl(CONFIG, 120.0, 0.2, drain_seconds=900.0, instant_rate=False)
+    control = ResidualControl(CONFIG, 120.0, 0.2, drain_sla_fraction=4.0, instant_rate=False)
     state = train(SMALL, traffic=traffic, traffic_name="t", checkpoint=tmp_path / "r.pt",
                   control=control, progress=False)
     loaded = PPOPolicy.from_checkpoint(tmp_path / "r.pt")
-    assert loaded.control == control
+    assert dataclasses.replace(loaded.control, learned=True) == control
+    verdict = load_checkpoint(tmp_path / "r.pt")["residual_validation"]
+    assert loaded.control.learned == verdict["kept"] == state.validation["kept"]
+    assert len(verdict["change_vs_rule"]) == 4
     low, high = loaded.obs_range
     np.testing.assert_array_equal(low, state.obs_range[0])
     assert low.shape == (len(feature_names(CONFIG)),) and np.all(low <= high)
@@ -71,7 +74,23 @@ def test_the_checkpoint_keeps_the_rule_and_the_inputs_seen(traffic, tmp_path):
     # resumed, it keeps the rule it started with (it is not tuned again)
     more = train(dataclasses.replace(SMALL, epochs=3), traffic=traffic, traffic_name="t",
                  checkpoint=tmp_path / "r.pt", progress=False)
-    assert more.control == control and more.epoch == 3
+    assert dataclasses.replace(more.control, learned=True) == control and more.epoch == 3
+
+
+def test_adjustments_that_do_not_beat_the_rule_are_dropped(traffic, tmp_path):
+    """A policy whose greedy adjustment is always "remove 20%" loses to its rule on every variant
+    of the training traffic: validation drops its adjustments, and it acts as its rule."""
+    import torch
+
+    from ml.rl.residual import validate_adjustments
+
+    control = ResidualControl(CONFIG, 30.0, 0.05, drain_sla_fraction=2.0)
+    state = train(dataclasses.replace(SMALL, epochs=0), traffic=traffic, traffic_name="t",
+                  checkpoint=tmp_path / "r.pt", control=control, progress=False)
+    with torch.no_grad():
+        state.agent.actor[-1].bias[:] = torch.tensor([9.0, 0.0, 0.0, 0.0, 0.0])
+    verdict = validate_adjustments(PPOPolicy.from_state(state), control, traffic)
+    assert not verdict["kept"] and max(verdict["change_vs_rule"]) < 0
 
 
 def test_inputs_outside_the_training_range_are_named(traffic, tmp_path):

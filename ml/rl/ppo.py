@@ -80,7 +80,7 @@ class Args:
     # adjustment replaces the rule only where training raised it this far; and at the end of
     # training its adjustments are kept only if they beat the rule on the training traffic's
     # shifted variants (ml.rl.residual.validate_adjustments).
-    rule_prior: float = 4.0
+    rule_prior: float = 2.0
     randomize: bool = True  # domain randomization: train on the traffic at several loads, with flash crowds
 
     @property

@@ -193,25 +193,49 @@ class RulePolicy:
 
 class ResidualVecEnv:
     """A :class:`PriorityMaxVecEnv` seen through a :class:`ResidualControl`: observations are
-    its features, actions are residuals. Only what ``ml.rl.ppo.train`` uses is exposed."""
+    its features, actions are residuals. Only what ``ml.rl.ppo.train`` uses is exposed.
+
+    The reward PPO sees is the step's reward *over the rule's*: a twin simulator, seeded alike
+    (so it draws the very same episodes and arrivals: they do not depend on actions), runs the
+    rule alone in lockstep, and each step pays (reward - rule's reward) divided by the cost of a
+    step of a pool sized for the episode's mean load. An episode's return is then its
+    improvement over the rule, in units comparable across load levels: without the twin, flash
+    crowd and overloaded episodes (rewards a hundred times the others) decided every adjustment,
+    and PPO learned to over-provision quiet pools. The maximizing policy is unchanged: per
+    episode, the rule's return and the scale are constants."""
 
     def __init__(self, num_envs: int, control: ResidualControl, traffic: RateSeries) -> None:
         self.control = control
         self.env = PriorityMaxVecEnv(num_envs, control.config, traffic, autoreset_mode="SameStep")
+        self.twin = PriorityMaxVecEnv(num_envs, control.config, traffic, autoreset_mode="SameStep")
+        self.rule = RulePolicy(control)
         size = len(feature_names(control.config))
         self.single_observation_space = spaces.Box(0.0, FEATURE_CAP, (size,), np.float32)
         self.single_action_space = spaces.Discrete(control.num_actions)
         self._info: dict[str, Any] | None = None
+        self._twin_info: dict[str, Any] | None = None
+        self._scale = np.ones(num_envs)
+
+    def _episode_scale(self) -> np.ndarray:
+        """Per env: the cost of one step of a pool sized for its episode's mean rate."""
+        cfg, core = self.control.config, self.env._core
+        cumulative = np.concatenate([[0.0], np.cumsum(self.env.traffic.rates)])
+        mean = (cumulative[core.start + core.length] - cumulative[core.start]) / core.length
+        return np.maximum(mean / cfg.service_rate, cfg.min_workers) * cfg.worker_cost_per_step
 
     def reset(self, *, seed: int | list[int | None] | None = None):
         _, info = self.env.reset(seed=seed)
+        _, self._twin_info = self.twin.reset(seed=seed)
         self._info = info
+        self._scale = self._episode_scale()
         return self.control.features(info), info
 
     def step(self, actions: np.ndarray):
-        assert self._info is not None, "call reset() before step()"
+        assert self._info is not None and self._twin_info is not None, "call reset() before step()"
         env_actions = self.control.env_action(actions, self._info)
         _, reward, terminated, truncated, info = self.env.step(env_actions)
+        _, rule_reward, _, _, self._twin_info = self.twin.step(self.rule.act(None, self._twin_info))
+        reward = (reward - rule_reward) / self._scale
         if truncated.any():
             final = np.full(len(truncated), None, dtype=object)
             final_info = info["final_info"]
@@ -219,19 +243,25 @@ class ResidualVecEnv:
             for i in np.flatnonzero(truncated):
                 final[i] = features[i]
             info = {**info, "final_obs": final}
+            self._scale = self._episode_scale()  # the envs that ended have started anew
         self._info = info
         return self.control.features(info), reward, terminated, truncated, info
 
     def get_state(self) -> dict[str, Any]:
-        info = self._info or {}
-        return {"env": self.env.get_state(), "info": {k: np.array(info[k]) for k in READING_KEYS}}
+        info, twin = self._info or {}, self._twin_info or {}
+        return {"env": self.env.get_state(), "twin": self.twin.get_state(),
+                "info": {k: np.array(info[k]) for k in READING_KEYS},
+                "twin_info": {k: np.array(twin[k]) for k in READING_KEYS}}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.env.set_state(state["env"])
-        self._info = state["info"]
+        self.twin.set_state(state["twin"])
+        self._info, self._twin_info = state["info"], state["twin_info"]
+        self._scale = self._episode_scale()
 
     def close(self) -> None:
         self.env.close()
+        self.twin.close()
 
 
 VALIDATION_SEEDS = tuple(range(500, 508))  # apart from tuning's and evaluation's seeds

@@ -116,3 +116,20 @@ def test_the_base_rule_starts_from_the_tuned_erlang_c(traffic):
     baseline = tune_baselines(short, traffic, seeds=range(4))["erlang_c"]
     assert (control.wait_seconds, control.max_wait_probability) == (
         baseline["wait_seconds"], baseline["max_wait_probability"])
+
+
+def test_the_training_reward_is_the_improvement_over_the_rule(traffic):
+    """The twin draws the same episodes: following the rule earns exactly 0 at every step,
+    across episode ends; always removing workers earns less than the rule."""
+    from ml.rl.residual import ResidualVecEnv
+
+    short = CONFIG.replace(episode_steps=50)
+    control = ResidualControl(short, 30.0, 0.05, drain_sla_fraction=2.0)
+    env = ResidualVecEnv(3, control, traffic)
+    env.reset(seed=9)
+    follow = np.full(3, control.rule_action)
+    rewards = [env.step(follow)[1] for _ in range(120)]  # two episode ends in there
+    assert np.all(np.stack(rewards) == 0.0)
+    trimmed = [env.step(np.zeros(3, dtype=np.int64))[1] for _ in range(50)]
+    assert np.sum(trimmed) < 0
+    env.close()

@@ -192,7 +192,7 @@ def predictor_canary_gate(
 def rl_agent_canary_gate(
     rl_agent_evaluation: dict, budget: TrainingBudget, mlflow: MLflowResource
 ) -> dg.AssetCheckResult:
-    """``canary_rl``: on the candidate's own held-out episodes, the candidate's paired reward must be
+    """``canary_rl``: on the candidate's own held-out episodes, the candidate's mean reward must be
     within 2% of the best rule tuned on its training part or better, its high-class SLA violation
     rate within that rule's upper 95% bound, and it must beat the registry's champion."""
     from ml.rl.train import REWARD_MARGIN, canary_rl
@@ -218,7 +218,12 @@ def rl_agent_canary_gate(
         "checks": _checks_table(result["checks"]),
     }
     metadata |= numbers({"champion_reward": result.get("champion_reward")})
-    for against in ("best_baseline", "hpa", "champion"):
+    paired = result["improvement_vs_best_baseline_paired"]
+    metadata |= numbers({"improvement_vs_best_baseline": result["improvement_vs_best_baseline"],
+                         "improvement_vs_best_baseline_paired": paired["mean"],
+                         "improvement_vs_best_baseline_paired_ci95_low": paired["ci95"][0],
+                         "improvement_vs_best_baseline_paired_ci95_high": paired["ci95"][1]})
+    for against in ("hpa", "champion"):
         improvement = result.get(f"improvement_vs_{against}")
         if improvement:
             low, high = improvement["ci95"]

@@ -37,7 +37,11 @@ def test_train_eval_and_gate_without_a_registry(tmp_path):
     assert verdict["best_baseline"] == evaluated["best_baseline"]
     assert verdict["best_baseline_reward"] == max(verdict["baseline_rewards"].values())
     best_check = verdict["checks"][0]
-    assert best_check["passed"] == (verdict["improvement_vs_best_baseline"]["mean"] >= -0.02)
+    improvement = (verdict["reward"] - verdict["best_baseline_reward"]) / abs(verdict["best_baseline_reward"])
+    assert verdict["improvement_vs_best_baseline"] == pytest.approx(improvement)
+    assert best_check["passed"] == (improvement >= -0.02)
+    low, high = verdict["improvement_vs_best_baseline_paired"]["ci95"]
+    assert low <= verdict["improvement_vs_best_baseline_paired"]["mean"] <= high
     high_check = verdict["checks"][1]
     assert high_check["passed"] == (verdict["high_class_sla_violation_rate"] <= verdict[
         "best_baseline_high_class_sla_violation_rate_ci95_high"] + 1e-4)

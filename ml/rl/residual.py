@@ -18,8 +18,11 @@ Why. A policy that reads arrival rates normalized by its training traffic's mean
   ``{-2, -1, 0, +1, +2}`` units of 10% of it (at least one worker); the pool then moves toward the
   adjusted target as far as one step allows. Action 0 (the middle one) is the rule itself.
 - **It acts greedily.** A residual's most likely action is the rule unless training found a
-  better one in that state, so the rule is the floor; sampling would add noise on top of a rule
-  that is already good (a sampled residual measured worse than its rule).
+  better one in that state, so the rule is the floor; sampling would add noise on top of it.
+- **It learns its improvement over the rule** (:class:`ResidualVecEnv`: a twin simulator runs the
+  rule on the same episodes), and **its adjustments must earn their place**: at the end of
+  training they are kept only if they beat the rule on the training traffic's shifted variants
+  (:func:`validate_adjustments`); otherwise the policy is its rule.
 
 The checkpoint keeps :meth:`ResidualControl.to_dict`; the autoscaler worker rebuilds it and also
 uses the feature ranges seen in training to fall back to the rule on readings outside them.

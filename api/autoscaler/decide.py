@@ -68,13 +68,12 @@ def policy_step(served: ServedPolicy, reading: Reading,
 
 def reading_info_of(config: SimConfig, reading: Reading) -> dict[str, np.ndarray]:
     """A reading as the one-env info dict a residual policy reads (``ml.rl.residual``)."""
+    from ml.rl.residual import reading_info
+
     smoothed = reading.arrival_rate_smoothed
-    return {"queue": per_class(config, reading.queue, "queue").astype(np.float64)[None, :],
-            "arrival_rate": np.array([reading.arrival_rate]),
-            "arrival_rate_smoothed": np.array([reading.arrival_rate if smoothed is None else smoothed]),
-            "active_workers": np.array([float(reading.active_workers)]),
-            "warming_workers": np.array([float(reading.warming_workers)]),
-            "utilization": np.array([reading.utilization])}
+    return reading_info(per_class(config, reading.queue, "queue"), reading.arrival_rate,
+                        reading.arrival_rate if smoothed is None else smoothed,
+                        reading.active_workers, reading.warming_workers, reading.utilization)
 
 
 def hpa_step(hpa: HPAPolicy, reading: Reading) -> tuple[int, int]:

@@ -51,6 +51,10 @@ def test_models_and_runs_pages_render_in_chromium(dashboard, tmp_path):
     shot = browser.screenshot(tmp_path / "models.png")
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank skeleton
 
-    runs = browser.open(f"{url}/runs", ["MLflow runs", "Metric curves", "Compare parameters", "Dagster runs"])
-    assert "rl_agent" in runs and "predictor" in runs  # the experiment filter's choices
+    # The experiment filter's choices (rl_agent, predictor) render after the page's headings: wait
+    # for them too, not only for the headings (asserting on the first text seen failed on a busy
+    # machine).
+    runs = browser.open(f"{url}/runs", ["MLflow runs", "Metric curves", "Compare parameters", "Dagster runs",
+                                        "rl_agent", "predictor"])
+    assert "rl_agent" in runs and "predictor" in runs
     assert browser.screenshot(tmp_path / "runs.png").stat().st_size > 20_000

@@ -59,7 +59,7 @@ def policy_step(served: ServedPolicy, reading: Reading,
     """The policy's action index, its delta in workers, its probability, and - for a residual
     policy given a reading unlike any it trained on - why its base rule decided instead."""
     policy = served.policy
-    if getattr(policy, "control", None) is None:
+    if policy.control is None:
         action, probability = served.act(observation(served.config, reading), rng)
         return action, served.config.scale_deltas[action], probability, None
     action, probability, outside = policy.decide_residual(reading_info_of(served.config, reading))

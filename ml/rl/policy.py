@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ml.rl.ppo import Agent, RolloutPolicy, RunningMeanStd, load_checkpoint
-from ml.rl.residual import ResidualControl
+from ml.rl.ppo import Agent, RolloutPolicy, RunningMeanStd, load_checkpoint, obs_range_of
+from ml.rl.residual import ResidualControl, feature_names
 
 
 class ExportedPolicy(torch.nn.Module):
@@ -64,10 +64,9 @@ class PPOPolicy:
             agent = Agent(payload["obs_dim"], payload["num_actions"], payload["args"]["hidden_dim"])
         agent.load_state_dict(payload["agent"], assign=True)
         control = payload.get("control")
-        found = payload.get("obs_range")
         return cls(agent.eval(), RunningMeanStd.from_state(payload["obs_rms"]),
                    control=None if control is None else ResidualControl.from_dict(control),
-                   obs_range=None if found is None else (found[0].numpy(), found[1].numpy()))
+                   obs_range=obs_range_of(payload))
 
     @classmethod
     def from_state(cls, state) -> PPOPolicy:
@@ -88,8 +87,6 @@ class PPOPolicy:
         adjustment there would be an extrapolation nobody measured."""
         if self.control is None or self.obs_range is None:
             return None
-        from ml.rl.residual import feature_names
-
         low, high = self.obs_range
         slack = self.RANGE_SLACK * (high - low) + self.ABSOLUTE_SLACK
         outside = np.flatnonzero((features < low - slack) | (features > high + slack))
@@ -104,20 +101,21 @@ class PPOPolicy:
         """One reading (a one-env info dict) of a residual policy: the simulator's action index,
         the chosen adjustment's probability, and why the rule decided alone (None: the policy did)."""
         assert self.control is not None
-        features = self.control.features(info)
+        target = self.control.rule_target(info)
+        features = self.control.features(info, target)
         outside = self.unseen(features[0])
         if outside is not None:
             residual = np.array([self.control.rule_action])
-            return int(self.control.env_action(residual, info)[0]), None, outside
+            return int(self.control.env_action(residual, info, target)[0]), None, outside
         logits = self.rollout.logits(self.obs_rms.normalize(features))
         residual = self.control.policy_action(logits)
-        probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
-        return (int(self.control.env_action(residual, info)[0]),
-                float(probabilities[0, residual[0]]), None)
+        weights = np.exp(logits[0] - logits[0].max())
+        return (int(self.control.env_action(residual, info, target)[0]),
+                float(weights[residual[0]] / weights.sum()), None)
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         if self.control is None:
             return self.rollout.act(self.obs_rms.normalize(obs), self.rng)[0]
-        features = self.control.features(info)
-        logits = self.rollout.logits(self.obs_rms.normalize(features))
-        return self.control.env_action(self.control.policy_action(logits), info)
+        target = self.control.rule_target(info)
+        logits = self.rollout.logits(self.obs_rms.normalize(self.control.features(info, target)))
+        return self.control.env_action(self.control.policy_action(logits), info, target)

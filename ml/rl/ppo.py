@@ -335,7 +335,8 @@ def save_checkpoint(path: Path, args: Args, config: SimConfig, state: TrainState
     })
 
 
-def _obs_range(payload: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+def obs_range_of(payload: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The lowest and highest policy inputs seen in training, as kept in a checkpoint."""
     found = payload.get("obs_range")
     return None if found is None else (found[0].numpy().copy(), found[1].numpy().copy())
 
@@ -476,7 +477,7 @@ def train(
                            payload["returns"].numpy().copy(),
                            payload["episode_return"].numpy().copy(), rng,
                            payload["epoch"], payload["global_step"], list(payload["history"]),
-                           control, _obs_range(payload), payload.get("residual_validation"))
+                           control, obs_range_of(payload), payload.get("residual_validation"))
         log.info("resuming %s at epoch %d (%d steps)", checkpoint, state.epoch, state.global_step)
     else:
         next_obs_raw, _ = env.reset(seed=args.seed + replicas.rank * n)

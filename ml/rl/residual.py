@@ -109,10 +109,13 @@ class ResidualControl:
             sized = sized + np.max(ahead / horizon, axis=1)
         return np.clip(sized, cfg.min_workers, cfg.max_workers)
 
-    def env_action(self, residual: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-        """The simulator's action (a scale delta index) for residual action indices."""
+    def env_action(self, residual: np.ndarray, info: dict[str, Any],
+                   target: np.ndarray | None = None) -> np.ndarray:
+        """The simulator's action (a scale delta index) for residual action indices. ``target``
+        is :meth:`rule_target` of ``info`` when the caller has it already (it is the costliest
+        part of a step: Erlang-C's search over pool sizes)."""
         cfg = self.config
-        base = self.rule_target(info)
+        base = self.rule_target(info) if target is None else target
         unit = np.maximum(1.0, np.round(RESIDUAL_UNIT * base))
         steps = np.asarray(RESIDUAL_STEPS, dtype=np.float64)[np.asarray(residual)]
         desired = np.clip(base + steps * unit, cfg.min_workers, cfg.max_workers)
@@ -120,8 +123,9 @@ class ResidualControl:
         return cfg.action_for_delta(np.round(desired - pool))
 
     # ---------------------------------------------------------------------------- features
-    def features(self, info: dict[str, Any]) -> np.ndarray:
-        """(N, F) float32 inputs, each relative to capacity (see the module's docstring)."""
+    def features(self, info: dict[str, Any], target: np.ndarray | None = None) -> np.ndarray:
+        """(N, F) float32 inputs, each relative to capacity (see the module's docstring);
+        ``target`` as for :meth:`env_action`."""
         cfg = self.config
         active = np.maximum(_f64(info["active_workers"]), 1e-9)
         warming = _f64(info["warming_workers"])
@@ -139,7 +143,7 @@ class ResidualControl:
             *wait.T,
             warming / np.maximum(pool, 1e-9),
             _f64(info["utilization"]),
-            self.rule_target(info) / np.maximum(pool, 1e-9),
+            (self.rule_target(info) if target is None else target) / np.maximum(pool, 1e-9),
             rate / (cfg.max_workers * cfg.service_rate),
         ]
         return np.minimum(np.stack(columns, axis=1), FEATURE_CAP).astype(np.float32)
@@ -215,26 +219,31 @@ class ResidualVecEnv:
         self.single_observation_space = spaces.Box(0.0, FEATURE_CAP, (size,), np.float32)
         self.single_action_space = spaces.Discrete(control.num_actions)
         self._info: dict[str, Any] | None = None
+        self._target: np.ndarray | None = None  # the rule's target for _info
         self._twin_info: dict[str, Any] | None = None
         self._scale = np.ones(num_envs)
+        self._cumulative_rates = np.concatenate([[0.0], np.cumsum(self.env.traffic.rates)])
 
     def _episode_scale(self) -> np.ndarray:
         """Per env: the cost of one step of a pool sized for its episode's mean rate."""
-        cfg, core = self.control.config, self.env._core
-        cumulative = np.concatenate([[0.0], np.cumsum(self.env.traffic.rates)])
+        cfg, core, cumulative = self.control.config, self.env._core, self._cumulative_rates
         mean = (cumulative[core.start + core.length] - cumulative[core.start]) / core.length
         return np.maximum(mean / cfg.service_rate, cfg.min_workers) * cfg.worker_cost_per_step
+
+    def _observe(self, info: dict[str, Any]) -> np.ndarray:
+        """The features of ``info``, keeping the rule's target for the next step's action."""
+        self._info, self._target = info, self.control.rule_target(info)
+        return self.control.features(info, self._target)
 
     def reset(self, *, seed: int | list[int | None] | None = None):
         _, info = self.env.reset(seed=seed)
         _, self._twin_info = self.twin.reset(seed=seed)
-        self._info = info
         self._scale = self._episode_scale()
-        return self.control.features(info), info
+        return self._observe(info), info
 
     def step(self, actions: np.ndarray):
         assert self._info is not None and self._twin_info is not None, "call reset() before step()"
-        env_actions = self.control.env_action(actions, self._info)
+        env_actions = self.control.env_action(actions, self._info, self._target)
         _, reward, terminated, truncated, info = self.env.step(env_actions)
         _, rule_reward, _, _, self._twin_info = self.twin.step(self.rule.act(None, self._twin_info))
         reward = (reward - rule_reward) / self._scale
@@ -246,8 +255,7 @@ class ResidualVecEnv:
                 final[i] = features[i]
             info = {**info, "final_obs": final}
             self._scale = self._episode_scale()  # the envs that ended have started anew
-        self._info = info
-        return self.control.features(info), reward, terminated, truncated, info
+        return self._observe(info), reward, terminated, truncated, info
 
     def get_state(self) -> dict[str, Any]:
         info, twin = self._info or {}, self._twin_info or {}
@@ -258,7 +266,8 @@ class ResidualVecEnv:
     def set_state(self, state: dict[str, Any]) -> None:
         self.env.set_state(state["env"])
         self.twin.set_state(state["twin"])
-        self._info, self._twin_info = state["info"], state["twin_info"]
+        self._twin_info = state["twin_info"]
+        self._observe(state["info"])
         self._scale = self._episode_scale()
 
     def close(self) -> None:

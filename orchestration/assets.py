@@ -246,11 +246,12 @@ def rl_agent_evaluation(
     low, high = improvement["ci95"]
     metadata |= numbers({"improvement_vs_hpa": improvement["mean"], "improvement_vs_hpa_ci95_low": low,
                          "improvement_vs_hpa_ci95_high": high})
-    vs_best = result["improvement_vs_best_baseline"]
+    paired = result["improvement_vs_best_baseline_paired"]
     metadata |= {"best_baseline": result["best_baseline"]} | numbers({
-        "improvement_vs_best_baseline": vs_best["mean"],
-        "improvement_vs_best_baseline_ci95_low": vs_best["ci95"][0],
-        "improvement_vs_best_baseline_ci95_high": vs_best["ci95"][1]})
+        "improvement_vs_best_baseline": result["improvement_vs_best_baseline"],
+        "improvement_vs_best_baseline_paired": paired["mean"],
+        "improvement_vs_best_baseline_paired_ci95_low": paired["ci95"][0],
+        "improvement_vs_best_baseline_paired_ci95_high": paired["ci95"][1]})
     rows = ["| policy | reward | SLA violations | workers |", "| --- | --- | --- | --- |"]
     rows += [f"| {name} | {s['reward']['mean']:.2f} | {s['sla_violation_rate']['all']['mean']:.4%} | "
              f"{s['mean_workers']['mean']:.1f} |" for name, s in policies.items()]
@@ -260,7 +261,7 @@ def rl_agent_evaluation(
     context.log.info("rl_agent version %s: %+.2f%% vs HPA over %d episodes", rl_agent_candidate["version"],
                      100 * improvement["mean"], result["episodes"])
     value = {**rl_agent_candidate, "avg_reward": result["avg_reward"],
-             "improvement_vs_hpa": improvement["mean"]}
+             "improvement_vs_hpa": improvement["mean"], "tuned": result["tuned"]}
     return dg.Output(value, metadata=metadata)
 
 

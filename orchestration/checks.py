@@ -199,7 +199,8 @@ def rl_agent_canary_gate(
 
     if (unchanged := _already_champion(rl_agent_evaluation, mlflow)) is not None:
         return unchanged
-    result = canary_rl(Path(rl_agent_evaluation["checkpoint"]), budget.eval_episodes)
+    result = canary_rl(Path(rl_agent_evaluation["checkpoint"]), budget.eval_episodes,
+                       tuned=rl_agent_evaluation.get("tuned"))
     metadata: dict[str, Any] = {
         "version": int(rl_agent_evaluation["version"]),
         "candidate_reward": result["reward"],

@@ -38,8 +38,10 @@ import numpy as np
 from gymnasium import spaces
 
 from ml.sim.config import SimConfig
+from ml.sim.evaluate import best_of_grid, evaluate_policy
 from ml.sim.policies import erlang_c_servers
 from ml.sim.traffic import RateSeries
+from ml.sim.tuning import baseline_grids
 from ml.sim.vec_env import PriorityMaxVecEnv
 
 FEATURE_CAP = 20.0
@@ -308,8 +310,6 @@ def validate_adjustments(policy: Any, control: ResidualControl, traffic: RateSer
     ``VALIDATION_TOLERANCE`` of the rule's reward: a learned part that helps one regime and
     hurts another is not worth deploying over a rule that holds in both. ``policy`` is the
     trained policy (any simulator policy acting with ``control``)."""
-    from ml.sim.evaluate import evaluate_policy
-
     config = control.config
     short = config.replace(episode_steps=min(episode_steps, config.episode_steps))
     seeds = list(VALIDATION_SEEDS)
@@ -340,8 +340,6 @@ def tune_base_rule(config: SimConfig, traffic: RateSeries, episodes: int = 8,
     Episodes are short (``episode_steps``) and seeded alike for every candidate."""
     import itertools
 
-    from ml.sim.evaluate import evaluate_policy
-
     short = config.replace(episode_steps=min(episode_steps, config.episode_steps))
     seeds = list(range(episodes))
 
@@ -349,10 +347,11 @@ def tune_base_rule(config: SimConfig, traffic: RateSeries, episodes: int = 8,
         policy = RulePolicy(dataclasses.replace(control, config=short))
         return float(evaluate_policy(policy, series, seeds=seeds, config=short).reward.mean())
 
-    waits = sorted({config.sla_seconds[0], config.sla_seconds[min(1, len(config.sla_seconds) - 1)]})
-    sizing = [ResidualControl(config, float(w), p, drain_sla_fraction=None, instant_rate=False)
-              for w, p in itertools.product(waits, (0.01, 0.05, 0.1, 0.2, 0.4))]
-    erlang = max(sizing, key=lambda c: reward(c, traffic))
+    params, _ = best_of_grid("erlang_c", baseline_grids(config)["erlang_c"], traffic,
+                             seeds=seeds, config=short)  # as the Erlang-C baseline is tuned
+    erlang = ResidualControl(config, float(params["wait_seconds"]),
+                             float(params["max_wait_probability"]),
+                             drain_sla_fraction=None, instant_rate=False)
     variants = shift_variants(traffic, config)
     candidates = [dataclasses.replace(erlang, drain_sla_fraction=d, instant_rate=i)
                   for d, i in itertools.product((None, 0.5, 1.0, 2.0, 4.0, 8.0), (False, True))]

@@ -39,6 +39,10 @@ def test_train_eval_and_gate_without_a_registry(tmp_path):
     best_check = verdict["checks"][0]
     improvement = (verdict["reward"] - verdict["best_baseline_reward"]) / abs(verdict["best_baseline_reward"])
     assert verdict["improvement_vs_best_baseline"] == pytest.approx(improvement)
+    # eval_rl reports the figure the gate holds to (mean reward), the paired one beside it
+    assert evaluated["improvement_vs_best_baseline"] == pytest.approx(
+        (evaluated["avg_reward"] - evaluated["policies"][evaluated["best_baseline"]]["reward"]["mean"])
+        / abs(evaluated["policies"][evaluated["best_baseline"]]["reward"]["mean"]))
     assert best_check["passed"] == (improvement >= -0.02)
     low, high = verdict["improvement_vs_best_baseline_paired"]["ci95"]
     assert low <= verdict["improvement_vs_best_baseline_paired"]["mean"] <= high

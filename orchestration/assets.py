@@ -138,16 +138,17 @@ def predictor_candidate(
     mlflow: MLflowResource,
     settings: SettingsResource,
 ) -> dg.Output[dict]:
-    """Train the queue forecaster (``train_predictor``) on all but the latest rows of
+    """Train the load forecaster (``train_predictor``: arrivals per step, 1, 5 and 15 steps ahead,
+    with p90 intervals) on all but the latest rows of
     queue_metrics, log the run to MLflow and register it as the ``predictor`` challenger."""
     from ml.predictor.tracking import flat_metrics
     from ml.predictor.train import train_predictor
-    from ml.sim.dataset import TARGET
+    from ml.sim.dataset import LOAD_TARGET
 
     folder = candidate_dir(settings.get(), context.run.run_id)
     train_csv, gate_csv, rows = split_for_gate(Path(queue_metrics["dataset"]), folder,
                                                budget.predictor_max_rows)
-    _, result = train_predictor(train_csv, TARGET, folder / f"predictor_{budget.predictor_kind}.pkl",
+    _, result = train_predictor(train_csv, LOAD_TARGET, folder / f"predictor_{budget.predictor_kind}.pkl",
                                 kind=budget.predictor_kind, seed=budget.seed, progress=False,
                                 mlflow=True)
     version = result["mlflow"]["model_version"]

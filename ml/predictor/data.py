@@ -16,6 +16,9 @@ from pathlib import Path
 
 import duckdb
 
+#: The target when none is named: the load, as the simulator's dataset (``arrivals`` per step)
+#: or a raw trace (``requests`` per step) calls it.
+DEFAULT_TARGETS = ("arrivals", "requests")
 #: Columns that identify rows rather than describe the system; never used as features.
 ID_COLUMNS = ("segment",)
 NUMERIC_TYPES = {
@@ -61,8 +64,9 @@ def connect() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def load_table(path: str | Path, *, target: str, timestamp: str = "timestamp") -> Table:
-    """Load ``path`` into table ``source`` (typed, sorted by time) and validate it."""
+def load_table(path: str | Path, *, target: str | None, timestamp: str = "timestamp") -> Table:
+    """Load ``path`` into table ``source`` (typed, sorted by time) and validate it; ``target``
+    None: the first of :data:`DEFAULT_TARGETS` the table has."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -75,6 +79,11 @@ def load_table(path: str | Path, *, target: str, timestamp: str = "timestamp") -
     except duckdb.Error as error:
         raise DataError(f"{path}: not a readable table ({str(error).splitlines()[0]})") from None
     columns = {name: kind for name, kind, *_ in described}
+    if target is None:
+        target = next((c for c in DEFAULT_TARGETS if c in columns), None)
+        if target is None:
+            raise DataError(f"{path}: no load column {list(DEFAULT_TARGETS)} to forecast; name "
+                            f"the target (--target); the columns are {list(columns)}")
     for needed, what in ((timestamp, "timestamp"), (target, "target")):
         if needed not in columns:
             raise DataError(

@@ -1,12 +1,15 @@
 """Forecasting features, built with one DuckDB SQL query over a validated table.
 
-The label of row t is the target ``horizon`` steps later: y(t + h). For the simulator's
+The label of row t is the target ``horizon`` steps later: y(t + h); ``label_<k>`` is the target k
+steps later for each forecast horizon k of ``horizons`` (1, 5 and 15 by default). For the simulator's
 ``queue_next_sec`` the column already holds the next step's queue, so its horizon is 0; for any
 other target (``--target requests`` on a raw trace) it is 1, the next period. The latest value of
 the target known at t is then y(t) (h = 1) or y(t - 1) (h = 0), and every target feature is built
 from that known series only, so no future value feeds a row:
 
 - lags, rolling mean / std / max over several windows and differences of the known target;
+- exponentially weighted means of the known target (computed after the query, per segment: SQL
+  has no recursive window);
 - the value one day before the label (the seasonal-naive forecast, also a baseline);
 - current values of every other numeric column, and lags / rolling means / differences of a few
   driver columns (``arrival_rate``, ``queue_len`` when present);
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import pandas as pd
 
 from ml.predictor.data import DataError, Table
@@ -35,6 +39,10 @@ LOOKAHEAD_COLUMNS = ("queue_next_sec",)
 #: Columns whose history (not just current value) feeds the model when present.
 DRIVER_COLUMNS = ("arrival_rate", "queue_len")
 MIN_COMPLETE_ROWS = 50
+
+
+#: The forecast horizons, in steps, of a target that does not already look ahead.
+DEFAULT_HORIZONS = (1, 5, 15)
 
 
 def default_horizon(target: str) -> int:
@@ -55,23 +63,39 @@ class FeatureSpec:
     driver_windows: tuple[int, ...] = (5, 15, 60)
     exogenous: tuple[str, ...] = ()  # numeric columns used at their current value
     drivers: tuple[str, ...] = ()
+    # Steps ahead forecast, one model each (empty: just ``horizon``); the first is ``horizon``.
+    horizons: tuple[int, ...] = ()
+    ewm_alphas: tuple[float, ...] = (0.03, 0.1, 0.3)
 
     @classmethod
-    def for_table(cls, table: Table, horizon: int | None = None, **overrides) -> FeatureSpec:
+    def for_table(cls, table: Table, horizon: int | None = None,
+                  horizons: tuple[int, ...] | None = None, **overrides) -> FeatureSpec:
+        """``horizon``: 0 or 1 (see the module's docstring); ``horizons``: the steps ahead to
+        forecast, from ``horizon`` up (default: 1, 5 and 15; a look-ahead target: 0 alone)."""
         horizon = default_horizon(table.target) if horizon is None else horizon
         if horizon not in (0, 1):
             raise DataError("horizon must be 0 (the target already looks one step ahead) or 1")
         if horizon == 0 and table.target not in LOOKAHEAD_COLUMNS:
             raise DataError(f"horizon 0 is only for look-ahead targets {LOOKAHEAD_COLUMNS}")
+        if horizons is None:
+            horizons = (0,) if horizon == 0 else DEFAULT_HORIZONS
+        horizons = tuple(sorted({int(k) for k in horizons}))
+        if not horizons or horizons[0] != horizon:
+            raise DataError(f"horizons must start at the horizon {horizon}; got {list(horizons)}")
         others = [c for c in table.numeric if c != table.target and c not in LOOKAHEAD_COLUMNS]
         return cls(
             target=table.target,
             horizon=horizon,
+            horizons=horizons,
             interval_seconds=table.interval_seconds,
             exogenous=tuple(others),
             drivers=tuple(c for c in DRIVER_COLUMNS if c in others),
             **overrides,
         )
+
+    @property
+    def forecast_horizons(self) -> tuple[int, ...]:
+        return self.horizons or (self.horizon,)
 
     @property
     def offset(self) -> int:
@@ -95,7 +119,11 @@ class FeatureSpec:
             *(f"{y}_{agg}{w}" for w in self.windows for agg in ("mean", "std", "max")),
             *(f"{y}_diff{d}" for d in self.diffs),
             f"{y}_season",
+            *self.ewm_features(),
         ]
+
+    def ewm_features(self) -> list[str]:
+        return [f"{self.target}_ewm{a:g}" for a in self.ewm_alphas]
 
     def driver_features(self) -> list[str]:
         return [
@@ -166,6 +194,8 @@ def features_sql(spec: FeatureSpec) -> str:
     y, o, h = _q(spec.target), spec.offset, spec.horizon
     known = f"lag({y}, 1) OVER seg_w" if o else y
     label = f"lead({y}, {h}) OVER seg_w" if h else y
+    ahead = [k for k in spec.forecast_horizons if k != h]
+    labels = "".join(f", lead({y}, {k}) OVER seg_w AS label_{k}" for k in ahead)
     running = {"y": y, **{f"d{i}": _q(c) for i, c in enumerate(spec.drivers)}}
     # Values are centred on the table's first value, rounded: a value from the past of every
     # row (no statistic of the whole table may reach a row), and for whole-number data (counts,
@@ -213,13 +243,15 @@ def features_sql(spec: FeatureSpec) -> str:
     ]
     return f"""
         WITH known AS (
-            SELECT *, {known} AS y_now, {label} AS label, {sums}
+            SELECT *, {known} AS y_now, {label} AS label{labels}, {sums}
             FROM source
             WINDOW seg_w AS (PARTITION BY seg ORDER BY ts),
                    run AS (PARTITION BY seg ORDER BY ts ROWS UNBOUNDED PRECEDING)
         )
         SELECT ts, seg, rn, label, y_now AS persistence,
                lag(label, {spec.season}) OVER w AS seasonal_naive,
+               {"".join(f"label_{k}, lag(label_{k}, {spec.season}) OVER w AS seasonal_naive_{k}, "
+                        for k in ahead)}
                {", ".join(cols)}
         FROM known
         WINDOW w AS (PARTITION BY seg ORDER BY ts)
@@ -247,6 +279,7 @@ def build_features(table: Table, spec: FeatureSpec) -> pd.DataFrame:
             f"specified for {spec.interval_seconds} s rows"
         )
     frame = table.con.execute(features_sql(spec)).df()
+    add_ewm_features(frame, spec)
     complete = int((frame["rn"] > spec.history).sum())
     if complete < MIN_COMPLETE_ROWS:
         raise DataError(
@@ -255,3 +288,37 @@ def build_features(table: Table, spec: FeatureSpec) -> pd.DataFrame:
             f"(at least {MIN_COMPLETE_ROWS} are needed)"
         )
     return frame
+
+
+def label_column(spec: FeatureSpec, k: int) -> str:
+    """The column holding the target ``k`` steps ahead (``label`` for the first horizon)."""
+    return "label" if k == spec.horizon else f"label_{k}"
+
+
+def seasonal_naive_column(spec: FeatureSpec, k: int) -> str:
+    return "seasonal_naive" if k == spec.horizon else f"seasonal_naive_{k}"
+
+
+def ewm(values: np.ndarray, segments: np.ndarray, alpha: float) -> np.ndarray:
+    """Exponentially weighted mean, restarted at each segment and at its first known value
+    (m_t = alpha * y_t + (1 - alpha) * m_(t-1)); NaN before it. One linear filter per segment."""
+    from scipy.signal import lfilter
+
+    out = np.full(len(values), np.nan)
+    starts = np.flatnonzero(np.r_[True, segments[1:] != segments[:-1]])
+    for start, end in zip(starts, np.r_[starts[1:], len(values)], strict=True):
+        known = np.flatnonzero(~np.isnan(values[start:end]))
+        if not len(known):
+            continue
+        first = start + known[0]
+        piece = values[first:end]
+        out[first:end] = lfilter([alpha], [1.0, alpha - 1.0], piece, zi=[(1 - alpha) * piece[0]])[0]
+    return out
+
+
+def add_ewm_features(frame: pd.DataFrame, spec: FeatureSpec) -> None:
+    """The known target's exponentially weighted means, as columns of ``frame`` (in place)."""
+    known = frame["persistence"].to_numpy(dtype=np.float64)
+    segments = frame["seg"].to_numpy()
+    for alpha, name in zip(spec.ewm_alphas, spec.ewm_features(), strict=True):
+        frame[name] = ewm(known, segments, alpha)

@@ -45,6 +45,12 @@ def build_features_pandas(path: str, spec: FeatureSpec, timestamp: str = "timest
     for d in spec.diffs:
         out[f"{name}_diff{d}"] = y_now - by_seg.shift(d)
     out[f"{name}_season"] = out["seasonal_naive"]
+    for alpha, column in zip(spec.ewm_alphas, spec.ewm_features(), strict=True):
+        out[column] = by_seg.transform(lambda v, a=alpha: v.ewm(alpha=a, adjust=False).mean())
+    for k in spec.forecast_horizons:
+        if k != h:
+            out[f"label_{k}"] = groups[spec.target].shift(-k).astype(float)
+            out[f"seasonal_naive_{k}"] = out[f"label_{k}"].groupby(seg).shift(spec.season)
     for column in spec.exogenous:
         out[column] = raw[column].astype(float)
     for column in spec.drivers:

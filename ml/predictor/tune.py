@@ -36,7 +36,7 @@ def suggest(trial) -> dict[str, Any]:
 
 def optuna_predictor(
     data: str | Path,
-    target: str,
+    target: str | None,
     trials: int,
     *,
     horizon: int | None = None,
@@ -53,7 +53,7 @@ def optuna_predictor(
     settings = get_settings()
     storage_path = settings.models_dir / "optuna.db"
     storage = f"sqlite:///{storage_path}"
-    name = f"predictor-{target}-h{prepared.spec.horizon}-{prepared.table.fingerprint}"
+    name = f"predictor-{prepared.spec.target}-h{prepared.spec.horizon}-{prepared.table.fingerprint}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     existing = _trial_count(optuna, name, storage)
     study = optuna.create_study(

@@ -2,8 +2,9 @@
 
 ``build_queue_metrics`` replays every row of a series (a trace or the synthetic profile) through
 the simulator under a policy (HPA by default) and returns one row per step: arrivals, queue per
-class, workers, utilization, waits, violations and costs, plus the target ``queue_next_sec``: the
-total queue length at the next step of the same segment. This is the seed's ``queue_metrics.csv``,
+class, workers, utilization, waits, violations and costs, plus the seed's target ``queue_next_sec``:
+the total queue length at the next step of the same segment. ``arrivals`` (all classes) is the
+load the predictor forecasts by default. This is the seed's ``queue_metrics.csv``,
 the predictor's training data.
 
 The series is cut into day-long blocks simulated side by side in one vector env (fast: a whole
@@ -27,6 +28,8 @@ from ml.sim.vec_env import PriorityMaxVecEnv
 from prioritymax.files import atomic_path
 
 TARGET = "queue_next_sec"
+#: The load the predictor forecasts by default: arrivals per step, all classes together.
+LOAD_TARGET = "arrivals"
 
 
 def _blocks(series: RateSeries, block_steps: int, burn_in_steps: int) -> np.ndarray:
@@ -95,6 +98,7 @@ def build_queue_metrics(
         "timestamp": pd.to_datetime(series.timestamps[index], utc=True),
         "segment": segment,
     }
+    frame[LOAD_TARGET] = record["arrivals"][t_idx, env_idx].sum(axis=1)
     for c, name in enumerate(config.class_names):
         frame[f"arrivals_{name}"] = record["arrivals"][t_idx, env_idx, c]
     for name in ("arrival_rate", "arrival_rate_smoothed"):

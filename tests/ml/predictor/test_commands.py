@@ -39,12 +39,19 @@ def trained(home, queue_metrics):
 def test_train_writes_the_checkpoint_and_its_metadata(home, trained, queue_metrics):
     ckpt = home / "models" / "predictor_lgbm.pkl"
     assert trained["ckpt"] == str(ckpt) and ckpt.is_file()
-    assert trained["target"] == "queue_next_sec" and trained["horizon"] == 0
+    # The default target is the load (arrivals per step), forecast 1, 5 and 15 steps ahead.
+    assert trained["target"] == "arrivals" and trained["horizon"] == 1
+    assert trained["horizons"] == [1, 5, 15] and trained["quantiles"] == [0.5, 0.9]
     holdout = trained["holdout"]
     assert set(holdout["baselines"]) == {"persistence", "seasonal_naive"}
     assert holdout["rmse"] < holdout["baselines"]["persistence"]["rmse"]
+    assert set(holdout["by_horizon"]) == {"1", "5", "15"}
+    for scores in holdout["by_horizon"].values():
+        assert scores["rmse"] < scores["baselines"]["persistence"]["rmse"]
+        assert 0.75 <= scores["p90_coverage"] <= 1.0
     metadata = json.loads(ckpt.with_suffix(".json").read_text())
-    assert metadata["target"] == "queue_next_sec"
+    assert metadata["target"] == "arrivals" and metadata["horizons"] == [1, 5, 15]
+    assert set(metadata["intervals"]) == {"1", "5", "15"}
     assert len(metadata["features"]) == trained["features"]
     assert metadata["training_window"]["end"] < metadata["holdout_window"]["start"]
     assert metadata["data"]["fingerprint"] and metadata["data"]["path"] == str(queue_metrics)
@@ -96,7 +103,7 @@ def test_bad_params_are_a_usage_error(home, queue_metrics):
 def test_schema_mismatch_names_the_missing_columns(home, trained, small_trace):
     result = trainer(home, "evaluate_predictor", "--data", small_trace)
     assert result.returncode == 1
-    assert "missing target column 'queue_next_sec'" in result.stderr
+    assert "missing target column 'arrivals'" in result.stderr
 
 
 def test_corrupt_checkpoint_is_a_clear_error(home, holdout_metrics):
@@ -105,6 +112,14 @@ def test_corrupt_checkpoint_is_a_clear_error(home, holdout_metrics):
     result = trainer(home, "evaluate_predictor", "--ckpt", bad, "--data", holdout_metrics)
     assert result.returncode == 1
     assert "not a predictor checkpoint" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_seeds_queue_target_stays_available(home, queue_metrics):
+    ckpt = home / "models" / "queue.pkl"
+    result = ok(trainer(home, "train_predictor", "--data", queue_metrics, "--target",
+                        "queue_next_sec", "--ckpt", ckpt))
+    assert result["horizon"] == 0 and result["horizons"] == [0]  # the column already looks ahead
+    assert set(result["holdout"]["by_horizon"]) == {"0"}
 
 
 def test_raw_trace_forecasts_the_next_period(home, small_trace):
@@ -116,9 +131,27 @@ def test_raw_trace_forecasts_the_next_period(home, small_trace):
 
 
 def test_backtest_rolls_the_origin_forward(home, queue_metrics):
-    result = ok(trainer(home, "backtest_predictor", "--data", queue_metrics, "--folds", "3"))
-    folds = result["folds"]
-    assert len(folds) == 3
+    result = ok(trainer(home, "backtest_predictor", "--data", queue_metrics, "--folds", "4"))
+    folds = result["fold_results"]
+    assert result["folds"] == len(folds) == 4
     assert [f["train_rows"] for f in folds] == sorted(f["train_rows"] for f in folds)
     assert all(f["test_window"][0] > prev["test_window"][1] for prev, f in zip(folds, folds[1:],
                                                                                strict=False))
+    assert set(result["by_horizon"]) == {"1", "5", "15"}
+    # The first fold trains on 1.2 days: too few for MSTL's daily season, which is left out.
+    assert result["left_out"] == ["mstl"]
+    for scores in result["by_horizon"].values():
+        assert {"persistence", "seasonal_naive", "auto_ets"} == set(scores["baselines"])
+        best = min(scores["baselines"], key=lambda n: scores["baselines"][n]["rmse"])
+        assert scores["best_baseline"] == best
+        assert scores["improvement_vs_best_baseline"] == pytest.approx(
+            1 - scores["rmse"] / scores["baselines"][best]["rmse"])
+        assert scores["mase"] > 0 and 0.6 <= scores["p90_coverage"] <= 1.0
+    assert result["fit_seconds"]["model"] > 0 and result["fit_seconds"]["auto_ets"] > 0
+
+
+def test_bad_horizons_are_a_usage_error(home, queue_metrics):
+    result = trainer(home, "train_predictor", "--data", queue_metrics, "--horizons", "1,x")
+    assert result.returncode == 2 and "--horizons" in result.stderr
+    result = trainer(home, "train_predictor", "--data", queue_metrics, "--horizons", "5,15")
+    assert result.returncode == 1 and "horizons must start at the horizon 1" in result.stderr

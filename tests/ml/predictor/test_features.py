@@ -19,13 +19,23 @@ def test_duckdb_features_equal_the_pandas_reference(request, fixture, target):
     path = request.getfixturevalue(fixture)
     spec, duck = features(path, target)
     ref = build_features_pandas(path, spec)
-    for column in ["label", "persistence", "seasonal_naive", *spec.features]:
+    ahead = [c for k in spec.forecast_horizons[1:] for c in (f"label_{k}", f"seasonal_naive_{k}")]
+    for column in ["label", "persistence", "seasonal_naive", *ahead, *spec.features]:
         a, b = duck[column].to_numpy(float), ref[column].to_numpy(float)
         scale = max(1.0, np.nanmax(np.abs(b)))
         # pandas' rolling std is an online update that leaves up to ~1e-4 where the true value is 0;
         # the DuckDB query's is exact on whole numbers (see the next test).
         atol = 1e-3 if "_std" in column else 1e-7 * scale
         assert np.allclose(a, b, rtol=1e-6, atol=atol, equal_nan=True), column
+
+
+def test_exponentially_weighted_means_follow_their_recursion(small_trace):
+    spec, frame = features(small_trace, "requests")
+    known = frame["persistence"].to_numpy()
+    for alpha, column in zip(spec.ewm_alphas, spec.ewm_features(), strict=True):
+        mean = frame[column].to_numpy()
+        assert mean[0] == known[0]
+        assert mean[200] == pytest.approx(alpha * known[200] + (1 - alpha) * mean[199])
 
 
 def test_rolling_std_is_exact_on_whole_numbers(small_trace):
@@ -42,6 +52,11 @@ def test_labels_look_one_step_ahead(small_trace, queue_metrics):
     raw = pd.read_csv(small_trace)["requests"].to_numpy(float)
     assert np.array_equal(frame["label"].to_numpy()[:100], raw[1:101])
     assert np.array_equal(frame["requests_lag0"].to_numpy()[:100], raw[:100])
+    assert spec.forecast_horizons == (1, 5, 15)
+    for k in (5, 15):  # the target k steps ahead, and the same minute one day before it
+        assert np.array_equal(frame[f"label_{k}"].to_numpy()[:100], raw[k:100 + k])
+        row = spec.season + 10
+        assert frame[f"seasonal_naive_{k}"].iloc[row] == raw[row + k - spec.season]
     spec, frame = features(queue_metrics, "queue_next_sec")
     assert spec.horizon == 0  # the column is already the next step's queue
     raw = pd.read_csv(queue_metrics)

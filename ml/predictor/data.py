@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 
 #: The target when none is named: the load, as the simulator's dataset (``arrivals`` per step)
 #: or a raw trace (``requests`` per step) calls it.
@@ -64,17 +65,26 @@ def connect() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def load_table(path: str | Path, *, target: str | None, timestamp: str = "timestamp") -> Table:
+def load_table(path: str | Path | pd.DataFrame, *, target: str | None,
+               timestamp: str = "timestamp") -> Table:
     """Load ``path`` into table ``source`` (typed, sorted by time) and validate it; ``target``
-    None: the first of :data:`DEFAULT_TARGETS` the table has."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    None: the first of :data:`DEFAULT_TARGETS` the table has. ``path`` may also be a pandas
+    frame of the same shape (a worker's recent readings), named ``<frame>`` in errors."""
     con = connect()
-    reader = "read_parquet" if path.suffix == ".parquet" else "read_csv"
+    if isinstance(path, pd.DataFrame):
+        frame, path = path, Path("<frame>")
+        con.register("incoming", frame)
+        source, digest = "incoming", hashlib.sha256(
+            pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()[:16]
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: no such file")
+        reader = "read_parquet" if path.suffix == ".parquet" else "read_csv"
+        source = f"{reader}('" + str(path).replace("'", "''") + "')"
+        digest = None
     try:
-        literal = "'" + str(path).replace("'", "''") + "'"
-        con.execute(f"CREATE TABLE raw AS SELECT * FROM {reader}({literal})")  # parsed once
+        con.execute(f"CREATE TABLE raw AS SELECT * FROM {source}")  # parsed once
         described = con.execute("DESCRIBE raw").fetchall()
     except duckdb.Error as error:
         raise DataError(f"{path}: not a readable table ({str(error).splitlines()[0]})") from None
@@ -133,7 +143,7 @@ def load_table(path: str | Path, *, target: str | None, timestamp: str = "timest
         numeric=tuple(numeric),
         rows=int(rows),
         interval_seconds=interval,
-        fingerprint=fingerprint(path),
+        fingerprint=digest or fingerprint(path),
     )
 
 

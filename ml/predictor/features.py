@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from ml.predictor.data import DataError, Table
+from ml.predictor.data import DEFAULT_TARGETS, DataError, Table
 
 #: Columns that hold values from after their row's timestamp; only ever a target.
 LOOKAHEAD_COLUMNS = ("queue_next_sec",)
@@ -83,6 +83,10 @@ class FeatureSpec:
         if not horizons or horizons[0] != horizon:
             raise DataError(f"horizons must start at the horizon {horizon}; got {list(horizons)}")
         others = [c for c in table.numeric if c != table.target and c not in LOOKAHEAD_COLUMNS]
+        if table.target in DEFAULT_TARGETS:
+            # The load is forecast from its own history and the calendar alone: the pool's state
+            # does not drive it, and a worker that sees only the load can forecast it.
+            others = []
         return cls(
             target=table.target,
             horizon=horizon,
@@ -259,7 +263,8 @@ def features_sql(spec: FeatureSpec) -> str:
     """
 
 
-def build_features(table: Table, spec: FeatureSpec) -> pd.DataFrame:
+def build_features(table: Table, spec: FeatureSpec,
+                   min_complete_rows: int = MIN_COMPLETE_ROWS) -> pd.DataFrame:
     """One row per table row: ts, seg, rn, label, persistence, seasonal_naive and the features.
 
     Rows whose label lies past their segment's end have a NaN label; rows too early in their
@@ -281,11 +286,11 @@ def build_features(table: Table, spec: FeatureSpec) -> pd.DataFrame:
     frame = table.con.execute(features_sql(spec)).df()
     add_ewm_features(frame, spec)
     complete = int((frame["rn"] > spec.history).sum())
-    if complete < MIN_COMPLETE_ROWS:
+    if complete < min_complete_rows:
         raise DataError(
             f"{table.path}: too few rows for the chosen lags and windows: the longest needs "
             f"{spec.history} earlier rows in the same segment, which leaves {complete} usable rows "
-            f"(at least {MIN_COMPLETE_ROWS} are needed)"
+            f"(at least {min_complete_rows} are needed)"
         )
     return frame
 

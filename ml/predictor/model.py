@@ -141,6 +141,30 @@ class PredictorModel:
                     columns[f"h{k}_p{round(q * 100)}"] = self.quantile(frame, k, q, mean)
         return pd.DataFrame(columns, index=frame.index)
 
+    def forecast_latest(self, history: pd.DataFrame, timestamp: str = "timestamp") -> dict[str, Any]:
+        """The forecasts made at the latest row of ``history`` (a frame with ``timestamp`` and the
+        columns the model reads, oldest first): ``{"horizons": {"<k>": {"mean", "p50", "p90"}},
+        "at": ...}``. Raises :class:`DataError` when the history is too short for the model's
+        lags and windows (it names how many rows are needed) or lacks a column."""
+        from ml.predictor.data import load_table
+        from ml.predictor.features import build_features
+
+        needed = self.spec.history + 1
+        if len(history) < needed:
+            raise DataError(f"{len(history)} rows of history; the model needs at least {needed}")
+        table = load_table(history, target=self.spec.target, timestamp=timestamp)
+        frame = build_features(table, self.spec, min_complete_rows=1)
+        latest = frame.iloc[[-1]]
+        windowed = [c for c in self.spec.target_features() if c != f"{self.spec.target}_season"]
+        if latest[windowed].isna().any(axis=None):
+            raise DataError("the latest rows are not contiguous enough for the model's windows")
+        values = self.forecast(latest).iloc[0]
+        return {"at": str(latest["ts"].iloc[0]), "horizons": {
+            str(k): {"mean": float(values[f"h{k}"]),
+                     **{f"p{round(q * 100)}": float(values[f"h{k}_p{round(q * 100)}"])
+                        for q in QUANTILES if f"h{k}_p{round(q * 100)}" in values}}
+            for k in self.horizons}}
+
     # ---------------------------------------------------------------------------------- files
     @staticmethod
     def metadata_path(path: Path) -> Path:

@@ -28,6 +28,15 @@ class AutoscalerMetrics:
                                  "Decisions answered by a rule because the policy could not "
                                  "(no_policy: HPA; out_of_range: the residual policy's base rule)",
                                  ["reason"], registry=self.registry)
+        self.load_forecast = Gauge("prioritymax_autoscaler_load_forecast",
+                                   "The latest load forecast per tenant (the global layer: \"\"), in "
+                                   "the predictor's target per step, by steps ahead and quantile "
+                                   "(mean, p50, p90); dropped while a tenant has none",
+                                   ["tenant", "horizon", "quantile"], registry=self.registry)
+        self.forecast_unavailable = Counter("prioritymax_autoscaler_forecast_unavailable_total",
+                                            "Decisions made without a load forecast (no_predictor, "
+                                            "unsupported_target, short_history, error)",
+                                            ["reason"], registry=self.registry)
         self.control_plane_up = Gauge("prioritymax_autoscaler_control_plane_connected",
                                       "1 while the live config stream is connected",
                                       registry=self.registry)

@@ -46,6 +46,22 @@ class Reading(BaseModel):
         None, description="force a mode for this decision [the tenant's autoscaler.mode, else policy]")
 
 
+class Forecast(BaseModel):
+    """The predictor's load forecast made with a decision, from the tenant's recent readings
+    (``api/autoscaler/forecast.py``), or why there is none: the decision never waits for one."""
+
+    available: bool
+    reason: str | None = Field(None, description="why there is no forecast (no predictor loaded, "
+                                                 "too little history, ...); None when available")
+    model_version: str | None = Field(None, description="the predictor version that forecast")
+    target: str | None = Field(None, description="the load forecast, per step: arrivals or requests")
+    interval_seconds: int | None = Field(None, description="the model's step")
+    history_rows: int = Field(0, description="steps of this tenant's load the worker holds")
+    at: str | None = Field(None, description="the step the forecast is made at (the latest reading's)")
+    horizons: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="by steps ahead (1, 5, 15): the load's mean, p50 and p90")
+
+
 class Decision(BaseModel):
     """A scaling decision and everything that made it."""
 
@@ -63,6 +79,7 @@ class Decision(BaseModel):
                                        "reading outside what it was trained on (the reason says which)")
     reason: str
     action_probability: float | None = None
+    forecast: Forecast | None = Field(None, description="the load forecast made with this decision")
     worker: str = Field(description="the worker that answered")
 
 

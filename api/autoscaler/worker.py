@@ -12,6 +12,10 @@ snapshot is loaded (it is the live channel a promotion or a rollback writes to),
 request winning when several arrive while one loads. A version that fails to load is refused: the
 one in use keeps serving, the failure is counted, shown in the health and sent to Slack.
 
+Each decision carries the served predictor's load forecast for the tenant, made from the
+readings this worker received (``forecast.py``); without enough of them, or without a predictor,
+the decision says why there is none and is made all the same.
+
 Flags steer it per tenant: ``autoscaler_loop`` (off: hold, no change; undefined: on) and the config
 key ``autoscaler.mode`` (``policy`` or ``hpa``). With the control plane unreachable the client keeps
 serving its last snapshot, so flags and models stay as they were; the health says so.
@@ -31,9 +35,10 @@ from typing import Any
 import numpy as np
 
 from api.autoscaler import decide
+from api.autoscaler.forecast import LoadForecaster
 from api.autoscaler.metrics import AutoscalerMetrics
 from api.autoscaler.models import POLICY, PREDICTOR, ModelLoadError, ModelSet, champion, load
-from api.autoscaler.schemas import MODE_HOLD, MODE_HPA, MODE_POLICY, Decision, Reading
+from api.autoscaler.schemas import MODE_HOLD, MODE_HPA, MODE_POLICY, Decision, Forecast, Reading
 from api.client import READY, ConfigClient
 from ml.registry import CONFIG_KEYS
 from ml.sim.config import SimConfig
@@ -63,6 +68,7 @@ class AutoscalerWorker:
         self.settings = settings or get_settings()
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics = AutoscalerMetrics()
+        self.forecaster = LoadForecaster(self.metrics)
         #: What decisions are made with now; replaced whole by the loader thread (see module doc).
         self.models = ModelSet()
         self.config: ConfigClient | None = None
@@ -200,10 +206,20 @@ class AutoscalerWorker:
                     self.request(model, str(value), "control_plane")
 
     # ------------------------------------------------------------------------------ decisions
-    def decide(self, reading: Reading) -> Decision:
-        """One decision; a :class:`~api.autoscaler.decide.ReadingError` for a reading that does
-        not fit the policy's classes. Never waits for a load, never fails for want of a model."""
-        started = time.perf_counter()
+    def forecast(self, reading: Reading) -> Forecast:
+        """Record the reading's load and forecast the tenant's with the predictor in use (~50 ms
+        with enough history: the route calls this on a thread, off the event loop). The load is
+        recorded even for a reading that :meth:`decide` refuses: its arrival rate is still the
+        pool's load."""
+        return self.forecaster.forecast(self.models.predictor, reading)
+
+    def decide(self, reading: Reading, forecast: Forecast | None = None) -> Decision:
+        """One decision, with ``forecast`` (None: made here, :meth:`forecast`); a
+        :class:`~api.autoscaler.decide.ReadingError` for a reading that does not fit the policy's
+        classes. Never waits for a load, never fails for want of a model."""
+        if forecast is None:
+            forecast = self.forecast(reading)
+        started = time.perf_counter()  # the decision's own time: forecasts take far longer
         models = self.models  # read once: this decision's policy and predictor
         policy = models.policy
         config = policy.config if policy is not None else self._default_config
@@ -236,7 +252,7 @@ class AutoscalerWorker:
             target_workers=decide.target(config, reading, delta),
             policy_version=policy.version if policy is not None and mode == MODE_POLICY else None,
             predictor_version=models.version(PREDICTOR), fallback=fallback, reason=reason,
-            action_probability=probability, worker=self.name)
+            action_probability=probability, forecast=forecast, worker=self.name)
         self.metrics.decisions.labels(mode=mode).inc()
         self.metrics.decision_latency.observe(time.perf_counter() - started)
         self.recent.append((time.time(), decision))

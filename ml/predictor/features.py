@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import pandas as pd
 
 from ml.predictor.data import DEFAULT_TARGETS, DataError, Table
@@ -304,26 +303,9 @@ def seasonal_naive_column(spec: FeatureSpec, k: int) -> str:
     return "seasonal_naive" if k == spec.horizon else f"seasonal_naive_{k}"
 
 
-def ewm(values: np.ndarray, segments: np.ndarray, alpha: float) -> np.ndarray:
-    """Exponentially weighted mean, restarted at each segment and at its first known value
-    (m_t = alpha * y_t + (1 - alpha) * m_(t-1)); NaN before it. One linear filter per segment."""
-    from scipy.signal import lfilter
-
-    out = np.full(len(values), np.nan)
-    starts = np.flatnonzero(np.r_[True, segments[1:] != segments[:-1]])
-    for start, end in zip(starts, np.r_[starts[1:], len(values)], strict=True):
-        known = np.flatnonzero(~np.isnan(values[start:end]))
-        if not len(known):
-            continue
-        first = start + known[0]
-        piece = values[first:end]
-        out[first:end] = lfilter([alpha], [1.0, alpha - 1.0], piece, zi=[(1 - alpha) * piece[0]])[0]
-    return out
-
-
 def add_ewm_features(frame: pd.DataFrame, spec: FeatureSpec) -> None:
-    """The known target's exponentially weighted means, as columns of ``frame`` (in place)."""
-    known = frame["persistence"].to_numpy(dtype=np.float64)
-    segments = frame["seg"].to_numpy()
+    """The known target's exponentially weighted means, as columns of ``frame`` (in place):
+    m_t = alpha * y_t + (1 - alpha) * m_(t-1), restarted at each segment's first known value."""
+    by_segment = frame.groupby("seg", sort=False)["persistence"]
     for alpha, name in zip(spec.ewm_alphas, spec.ewm_features(), strict=True):
-        frame[name] = ewm(known, segments, alpha)
+        frame[name] = by_segment.transform(lambda v, a=alpha: v.ewm(alpha=a, adjust=False).mean())

@@ -1,13 +1,15 @@
-"""The Predictor page's data: which predictor to show, the queue_metrics datasets of the data home,
-and the predictor's forecasts on a dataset's holdout next to the actual values and the two
-baselines, with the error metrics of each (one DuckDB query).
+"""The Predictor page's data: which predictor to show, the datasets to show it on, and its
+forecasts of the load on a dataset's holdout, at each of its horizons, with their p50..p90 band,
+next to the actual values and the two baselines, with the error metrics of each (DuckDB queries).
 
 The predictor is the registry's ``predictor`` champion (or its challenger, on request) when there
-is a registry, else the trainer's default checkpoint ``<home>/models/predictor_lgbm.pkl``. The
-holdout is what the trainer holds out (``ml.predictor.train.prepare``): the model's features on
-the dataset, the rows with a label and a last known value, the latest 20% of them; scored on the
-rows where every baseline exists (``scoring_rows``), as ``score`` does. On the dataset the model
-was trained on, these are exactly the rows of its registered ``holdout_rmse``.
+is a registry, else the trainer's default checkpoint ``<home>/models/predictor_lgbm.pkl``. It is
+shown by default on the data it was trained on (its metadata's ``data.path``), else on a
+``data/<source>/queue_metrics.csv`` of the data home. The holdout is what the trainer holds out
+(``ml.predictor.train.prepare``): the model's features on the dataset, the rows with a label and a
+last known value, the latest 20% of them; each horizon scored on the rows where its label and
+every baseline exist (``scoring_rows``), as ``score`` does. On the dataset the model was trained
+on, these are exactly the rows of its registered holdout metrics (``metrics.holdout.by_horizon``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ DATASET = "queue_metrics.csv"
 HOLDOUT_FRACTION = 0.2
 #: The forecasts compared, the model first: its own, the last known value, the value a day before.
 METHODS = ("model", "persistence", "seasonal_naive")
+#: How much of the holdout's end the forecast chart shows at first.
+RECENT = pd.Timedelta(days=2)
+DECILES = 10
 HOW_TO_TRAIN = ("Train one with `pmx train_predictor --data <home>/data/<source>/queue_metrics.csv "
                 "--mlflow` (`pmx canary_predictor` and `pmx models promote` make it the champion), "
                 "or run the pipeline: `pmx up`.")
@@ -43,23 +48,38 @@ class HoldoutError(ValueError):
     the model's columns, too few rows. The message says which."""
 
 
-
 @dataclass(frozen=True)
 class Dataset:
     label: str
     path: str
+    trained_on: bool = False  # the data the model was trained on (its metadata's data.path)
 
 
 @dataclass
 class Holdout:
-    """One row per scored holdout row: ``ts``, ``actual`` and a column per method (NaN for
-    seasonal_naive with less than a day of history); what it covers, and whether the dataset is
-    the one the model was trained on (None: the model does not say)."""
+    """The holdout's forecasts as long rows, one per horizon and scored row: ``horizon``,
+    ``made_at`` (the row's time), ``ts`` (the time forecast: ``horizon`` steps later),
+    ``actual``, ``model`` (the mean forecast), ``p50`` and ``p90`` (NaN for a model without
+    intervals) and a column per baseline (NaN for seasonal_naive with less than a day of history);
+    what it covers, and whether the dataset is the one the model was trained on (None: the model
+    does not say)."""
 
     frame: pd.DataFrame
     rows: int  # the usable rows of the whole dataset
     same_data: bool | None
-    methods: tuple[str, ...]
+    horizons: tuple[int, ...]
+    methods: dict[int, tuple[str, ...]]  # per horizon: the model and the baselines it has
+    interval_seconds: int
+    target: str
+    leads: dict[int, int]  # per horizon: how far ahead its forecasts are, in seconds
+
+    def lead_seconds(self, horizon: int) -> int:
+        return self.leads[horizon]
+
+    def at(self, horizon: int) -> pd.DataFrame:
+        """One horizon's rows, oldest first, without the ``horizon`` column."""
+        rows = self.frame[self.frame["horizon"] == horizon]
+        return rows.drop(columns="horizon").reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------- the predictors
@@ -93,14 +113,20 @@ def model(choice: ModelChoice):
 
 
 def model_details(choice: ModelChoice) -> dict[str, Any]:
-    """What the page says about a predictor: kind, target, when and on what it was trained."""
+    """What the page says about a predictor: kind, target, horizons, when and on what it was
+    trained, its training and holdout windows and its holdout metrics (per horizon)."""
     found = model(choice)
     meta = found.metadata
+    holdout = meta.get("metrics", {}).get("holdout", {})
     return {"kind": found.kind, "target": found.spec.target, "horizon": found.spec.horizon,
+            "horizons": found.horizons, "intervals": bool(found.intervals),
+            "interval_seconds": found.spec.interval_seconds,
             "features": len(found.spec.features), "created_at": meta.get("created_at"),
             "data": meta.get("data", {}).get("path"),
+            "training_window": meta.get("training_window"),
             "holdout_window": meta.get("holdout_window"),
-            "holdout_rmse": meta.get("metrics", {}).get("holdout", {}).get("rmse")}
+            "holdout_rmse": holdout.get("rmse"),
+            "by_horizon": holdout.get("by_horizon") or {}}
 
 
 # ------------------------------------------------------------------------------ the datasets
@@ -112,64 +138,100 @@ def datasets() -> list[Dataset]:
             for path in sorted(current.data_dir.glob(f"*/{DATASET}")) if path.is_file()]
 
 
-# ------------------------------------------------------------------------------- the holdout
-@st.cache_data(max_entries=16, show_spinner="Scoring the holdout…")
-def holdout(choice: ModelChoice, dataset: str, modified: float | None = None) -> Holdout:
-    """The chosen predictor and the baselines on ``dataset``'s holdout (``modified``: the file's
-    mtime, so a rewritten dataset is read again; :func:`dataset_mtime`)."""
-    from ml.predictor.data import DataError, load_table
-    from ml.predictor.features import build_features
-    from ml.predictor.train import scoring_rows, usable_rows
-
-    predictor = model(choice)
-    try:
-        table = load_table(dataset, target=predictor.spec.target)
-        usable = usable_rows(build_features(table, predictor.spec))
-        cut = int(round(len(usable) * (1.0 - HOLDOUT_FRACTION)))
-        rows, baselines = scoring_rows(usable.iloc[cut:])
-        scored = usable.iloc[cut:][rows]
-        if scored.empty:
-            raise DataError(f"{dataset}: no holdout rows to score")
-        forecast = predictor.predict(scored)
-    except DataError as error:
-        raise HoldoutError(str(error)) from None
-    fingerprint = predictor.metadata.get("data", {}).get("fingerprint")
-    frame = pd.DataFrame({
-        "ts": pd.to_datetime(scored["ts"], utc=True).to_numpy(),
-        "actual": scored["label"].to_numpy(dtype=np.float64),
-        "model": forecast,
-        **{b: scored[b].to_numpy(dtype=np.float64) if b in baselines else np.nan
-           for b in METHODS[1:]},
-    })
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    return Holdout(frame=frame, rows=len(usable),
-                   same_data=None if fingerprint is None else fingerprint == table.fingerprint,
-                   methods=("model", *baselines))
+def dataset_choices(trained_on: str | None, found: list[Dataset]) -> list[Dataset]:
+    """The datasets to show a predictor on: first the one it was trained on (``trained_on``, its
+    metadata's ``data.path``) when that file exists here, then the data home's others."""
+    if not trained_on or not Path(trained_on).is_file():
+        return list(found)
+    own = Path(trained_on).resolve()
+    same = next((d for d in found if Path(d.path).resolve() == own), None)
+    label = f"{same.label} (trained on)" if same else f"{own.parent.name}/{own.name} (trained on)"
+    return [Dataset(label, str(own), trained_on=True), *(d for d in found if d is not same)]
 
 
 def dataset_mtime(path: str) -> float | None:
     return Path(path).stat().st_mtime if Path(path).exists() else None
 
 
+# ------------------------------------------------------------------------------- the holdout
+@st.cache_data(max_entries=16, show_spinner="Forecasting the holdout…")
+def holdout(choice: ModelChoice, dataset: str, modified: float | None = None) -> Holdout:
+    """The chosen predictor's forecasts at every horizon and the baselines on ``dataset``'s
+    holdout (``modified``: the file's mtime, so a rewritten dataset is read again;
+    :func:`dataset_mtime`)."""
+    from ml.predictor.data import DataError, load_table
+    from ml.predictor.features import build_features, label_column, seasonal_naive_column
+    from ml.predictor.train import scoring_rows, usable_rows
+
+    predictor = model(choice)
+    spec = predictor.spec
+    try:
+        table = load_table(dataset, target=spec.target)
+        usable = usable_rows(build_features(table, spec))
+        cut = int(round(len(usable) * (1.0 - HOLDOUT_FRACTION)))
+        held = usable.iloc[cut:]
+        if held.empty:
+            raise DataError(f"{dataset}: no holdout rows to score")
+        forecast = predictor.forecast(held)
+        parts, methods, leads = [], {}, {}
+        for k in predictor.horizons:
+            rows, baselines = scoring_rows(held, spec, k)
+            scored, predicted = held[rows], forecast[rows]
+            made_at = pd.to_datetime(scored["ts"], utc=True).reset_index(drop=True)
+            steps = k + spec.offset  # a look-ahead target's label is already a step ahead
+            parts.append(pd.DataFrame({
+                "horizon": k,
+                "made_at": made_at,
+                "ts": made_at + pd.Timedelta(seconds=steps * spec.interval_seconds),
+                "actual": scored[label_column(spec, k)].to_numpy(dtype=np.float64),
+                "model": predicted[f"h{k}"].to_numpy(dtype=np.float64),
+                **{f"p{q}": (predicted[f"h{k}_p{q}"].to_numpy(dtype=np.float64)
+                             if f"h{k}_p{q}" in predicted else np.nan) for q in (50, 90)},
+                "persistence": scored["persistence"].to_numpy(dtype=np.float64),
+                "seasonal_naive": (scored[seasonal_naive_column(spec, k)].to_numpy(dtype=np.float64)
+                                   if "seasonal_naive" in baselines else np.nan),
+            }))
+            methods[k] = ("model", *baselines)
+            leads[k] = steps * spec.interval_seconds
+    except DataError as error:
+        raise HoldoutError(str(error)) from None
+    fingerprint = predictor.metadata.get("data", {}).get("fingerprint")
+    return Holdout(frame=pd.concat(parts, ignore_index=True), rows=len(usable),
+                   same_data=None if fingerprint is None else fingerprint == table.fingerprint,
+                   horizons=predictor.horizons, methods=methods,
+                   interval_seconds=spec.interval_seconds, target=spec.target, leads=leads)
+
+
+def recent(frame: pd.DataFrame, span: pd.Timedelta = RECENT) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The last ``span`` of one horizon's rows (:meth:`Holdout.at`): (start, end) of ``ts``."""
+    last = frame["ts"].max()
+    return max(frame["ts"].min(), last - span), last
+
+
+# ------------------------------------------------------------------------------ the metrics
 def errors(frame: pd.DataFrame) -> pd.DataFrame:
-    """The holdout as long rows: ts, method, forecast, actual, error (forecast − actual); a
-    method without a forecast on a row (seasonal-naive early in a segment) has no row."""
+    """One horizon's rows as long rows: ts, method, forecast, actual, error (forecast − actual);
+    a method without a forecast on a row (seasonal-naive early in a segment) has no row."""
     methods = [m for m in METHODS if m in frame.columns]
     long = frame.melt(id_vars=["ts", "actual"], value_vars=methods, var_name="method",
                       value_name="forecast").dropna(subset=["forecast"])
     long["error"] = long["forecast"] - long["actual"]
-    return long[["ts", "method", "forecast", "actual", "error"]].reset_index(drop=True)
+    long["relative_error"] = long["error"] / np.maximum(long["actual"], 1.0)
+    return long[["ts", "method", "forecast", "actual", "error", "relative_error"]].reset_index(drop=True)
+
+
+def _order() -> str:
+    return "[" + ", ".join(f"'{m}'" for m in METHODS) + "]"
 
 
 def metrics(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per method (model, persistence, seasonal_naive): RMSE, MAE, bias (mean of forecast −
-    actual: above zero forecasts too high), the largest miss, rows, and skill against
-    persistence (1 − RMSE / persistence's RMSE); one DuckDB query over :func:`errors`."""
+    """Per method (model, persistence, seasonal_naive) over one horizon's rows: RMSE, MAE, bias
+    (mean of forecast − actual: above zero forecasts too high), the largest miss, rows, and skill
+    against persistence (1 − RMSE / persistence's RMSE); one DuckDB query over :func:`errors`."""
     columns = ["method", "rmse", "mae", "bias", "max_abs_error", "rows", "skill_vs_persistence"]
     long = errors(frame)
     if long.empty:
         return pd.DataFrame(columns=columns)
-    order = "[" + ", ".join(f"'{m}'" for m in METHODS) + "]"
     with duckdb.connect() as con:
         con.register("errors", long[["method", "error"]])
         return con.execute(f"""
@@ -180,5 +242,65 @@ def metrics(frame: pd.DataFrame) -> pd.DataFrame:
             )
             SELECT *, 1 - rmse / nullif(max(rmse) FILTER (WHERE method = 'persistence') OVER (), 0)
                    AS skill_vs_persistence
-            FROM per_method ORDER BY list_position({order}, method)
+            FROM per_method ORDER BY list_position({_order()}, method)
         """).df()[columns]
+
+
+def horizon_metrics(frame: pd.DataFrame, by_horizon: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Per horizon over :attr:`Holdout.frame`: rows, the model's RMSE and MAE, the share of actual
+    values at or under the p90 forecast (``p90_coverage``, 0.9 when calibrated), each baseline's
+    RMSE and the skill against persistence; one DuckDB query. ``by_horizon``, the model's
+    ``metrics.holdout.by_horizon``, adds the RMSE and p90 coverage it recorded when trained."""
+    columns = ["horizon", "rows", "rmse", "mae", "p90_coverage", "persistence_rmse",
+               "seasonal_naive_rmse", "skill_vs_persistence", "trained_rmse", "trained_p90_coverage"]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    with duckdb.connect() as con:
+        con.register("holdout", frame[["horizon", "actual", *METHODS, "p90"]])
+        table = con.execute("""
+            WITH per_horizon AS (
+                SELECT horizon, count(*) AS rows,
+                       sqrt(avg((model - actual) ^ 2)) AS rmse, avg(abs(model - actual)) AS mae,
+                       avg(CAST(actual <= p90 AS DOUBLE)) AS p90_coverage,
+                       sqrt(avg((persistence - actual) ^ 2)) AS persistence_rmse,
+                       sqrt(avg((seasonal_naive - actual) ^ 2)) AS seasonal_naive_rmse
+                FROM holdout GROUP BY horizon
+            )
+            SELECT *, 1 - rmse / nullif(persistence_rmse, 0) AS skill_vs_persistence
+            FROM per_horizon ORDER BY horizon
+        """).df()
+    recorded = by_horizon or {}
+    table["trained_rmse"] = [recorded.get(str(k), {}).get("rmse") for k in table["horizon"]]
+    table["trained_p90_coverage"] = [recorded.get(str(k), {}).get("p90_coverage")
+                                     for k in table["horizon"]]
+    return table[columns].astype({"trained_rmse": "float64", "trained_p90_coverage": "float64"})
+
+
+def error_by_load(frame: pd.DataFrame) -> pd.DataFrame:
+    """One horizon's errors by decile of the actual load: per decile (1: the quietest tenth of
+    the rows) and method, the range of actual values (``low``..``high``), the mean absolute error,
+    the mean absolute error relative to the load (``|error| / max(actual, 1)``) and rows; one
+    DuckDB query over :func:`errors`. Ties in the load are split by time."""
+    columns = ["decile", "load", "method", "low", "high", "mae", "relative_mae", "rows"]
+    long = errors(frame)
+    if long.empty:
+        return pd.DataFrame(columns=columns)
+    with duckdb.connect() as con:
+        con.register("errors", long)
+        con.register("shown", frame[["ts", "actual"]])
+        table = con.execute(f"""
+            WITH deciles AS (
+                SELECT ts, ntile({DECILES}) OVER (ORDER BY actual, ts) AS decile FROM shown
+            ), bounds AS (
+                SELECT decile, min(actual) AS low, max(actual) AS high
+                FROM shown JOIN deciles USING (ts) GROUP BY decile
+            )
+            SELECT decile, method, low, high, avg(abs(error)) AS mae,
+                   avg(abs(relative_error)) AS relative_mae, count(*) AS rows
+            FROM errors JOIN deciles USING (ts) JOIN bounds USING (decile)
+            GROUP BY decile, method, low, high
+            ORDER BY decile, list_position({_order()}, method)
+        """).df()
+    table["load"] = [f"D{d}: {lo:,.4g}–{hi:,.4g}" for d, lo, hi in
+                     zip(table["decile"], table["low"], table["high"], strict=True)]
+    return table[columns]

@@ -1,9 +1,11 @@
-"""Predictor: forecasts against the actual queue on a dataset's holdout, and against the baselines."""
+"""Predictor: the load forecast at each horizon, with its p50..p90 band, against the actual load on
+a dataset's holdout, and against the baselines."""
 
 from datetime import timedelta
 
 import pandas as pd
 import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard.data import predictor
@@ -11,74 +13,149 @@ from dashboard.ui import key_values
 
 LABELS = {"model": "model", "persistence": "persistence (last value)",
           "seasonal_naive": "seasonal naive (a day before)"}
+BAND = "rgba(31, 119, 180, 0.2)"
+MEAN = "rgb(31, 119, 180)"
+
+
+def duration(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:g} min"
+    if seconds < 86_400:
+        return f"{seconds / 3600:g} h"
+    return f"{seconds / 86_400:g} d"
 
 
 def controls(choices: list[predictor.ModelChoice],
-             found: list[predictor.Dataset]) -> tuple[predictor.ModelChoice, str] | None:
+             found: list[predictor.Dataset]) -> tuple[predictor.ModelChoice, dict, str] | None:
     labels = {c.label: c for c in choices}
-    paths = {d.label: d.path for d in found}
     left, right = st.columns(2)
     choice = labels[left.selectbox("Predictor", list(labels))]
-    dataset = right.selectbox("Dataset", list(paths),
-                              help="`data/<source>/queue_metrics.csv` in the data home")
     try:
         details = predictor.model_details(choice)
     except predictor.HoldoutError as error:
         st.error(f"{choice.label} cannot be read: {error}")
         return None
+    options = predictor.dataset_choices(details["data"], found)
+    paths = {d.label: d.path for d in options}
+    dataset = right.selectbox("Dataset", list(paths), disabled=not paths,
+                              help="The data the model was trained on first, then "
+                                   "`data/<source>/queue_metrics.csv` in the data home")
     rmse = details["holdout_rmse"]
-    registered = f"; holdout RMSE when trained {rmse:.3f}" if rmse is not None else ""
+    registered = f"; holdout RMSE when trained {rmse:.3f} (first horizon)" if rmse is not None else ""
+    horizons = ", ".join(str(k) for k in details["horizons"])
     st.caption(f"**{choice.label}**: {details['kind']} forecasting `{details['target']}` "
-               f"({details['features']} features), trained {details['created_at'] or '(date unknown)'} "
-               f"on `{details['data'] or '(not recorded)'}`{registered}.")
-    return choice, paths[dataset]
+               f"{horizons} step(s) ahead ({details['features']} features), trained "
+               f"{details['created_at'] or '(date unknown)'} on `{details['data'] or '(not recorded)'}`"
+               f"{registered}.")
+    for name, window in (("Training", details["training_window"]),
+                         ("Holdout", details["holdout_window"])):
+        if window:
+            st.caption(f"{name} window: {window['start']} to {window['end']} ({window['rows']:,} rows).")
+    if details["data"] and not any(d.trained_on for d in options):
+        st.info(f"The data this model was trained on, `{details['data']}`, is not here; it is shown "
+                "on the data home's dataset instead.")
+    if not paths:
+        st.info(f"No dataset to show it on: no queue_metrics dataset in the data home's `data/` "
+                f"yet. {predictor.HOW_TO_BUILD}")
+        return None
+    return choice, details, paths[dataset]
 
 
-def scores(held: predictor.Holdout) -> None:
-    table = predictor.metrics(held.frame)
+def horizon_table(held: predictor.Holdout, details: dict) -> None:
+    st.subheader("Per horizon")
+    table = predictor.horizon_metrics(held.frame, details["by_horizon"])
+    number = st.column_config.NumberColumn
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        "horizon": number("horizon (steps)"),
+        "rmse": number("model RMSE", format="%.3f"), "mae": number("model MAE", format="%.3f"),
+        "p90_coverage": number("p90 coverage", format="percent",
+                               help="Share of actual values at or under the p90 forecast (aim: 90%)"),
+        "persistence_rmse": number("persistence RMSE", format="%.3f"),
+        "seasonal_naive_rmse": number("seasonal naive RMSE", format="%.3f"),
+        "skill_vs_persistence": number("skill vs persistence", format="percent"),
+        "trained_rmse": number("RMSE when trained", format="%.3f"),
+        "trained_p90_coverage": number("p90 coverage when trained", format="percent"),
+    })
+    st.caption("On the holdout's rows. Skill = 1 − RMSE / persistence's RMSE (above zero: better "
+               "than repeating the last value). \"When trained\": what the model's metadata "
+               "recorded on its own holdout.")
+
+
+def horizon_scores(frame: pd.DataFrame, methods: tuple[str, ...]) -> None:
+    table = predictor.metrics(frame)
     by_method = table.set_index("method")
     values = {f"{LABELS[m]} RMSE": f"{by_method.loc[m, 'rmse']:.3f}" for m in by_method.index}
-    skill = by_method.loc["model", "skill_vs_persistence"] if "model" in by_method.index else None
-    values["Skill vs persistence"] = None if pd.isna(skill) else f"{skill:+.1%}"
+    coverage = (frame["actual"] <= frame["p90"]).mean() if frame["p90"].notna().any() else None
+    values["p90 coverage"] = None if coverage is None else f"{coverage:.1%}"
     key_values(values)
-    st.dataframe(table, hide_index=True, width="stretch")
-    st.caption("Error = forecast − actual: a positive bias forecasts too high. Skill = 1 − RMSE / "
-               "persistence's RMSE (above zero: better than repeating the last value).")
+    with st.expander("Every forecast at this horizon"):
+        st.dataframe(table, hide_index=True, width="stretch")
+        st.caption("Error = forecast − actual: a positive bias forecasts too high.")
+    if "seasonal_naive" not in methods:
+        st.caption("Less than a day of history before these rows: no seasonal-naive baseline.")
 
 
-def forecast_chart(frame: pd.DataFrame, methods: tuple[str, ...]) -> None:
+def forecast_chart(frame: pd.DataFrame, methods: tuple[str, ...], horizon: int, target: str) -> None:
     st.subheader("Forecast vs actual")
     stamps = frame["ts"].dt.tz_convert(None)
     first, last = stamps.min().to_pydatetime(), stamps.max().to_pydatetime()
+    start, end = (t.tz_convert(None).to_pydatetime() for t in predictor.recent(frame))
     left, right = st.columns([3, 2])
-    start, end = left.slider("Window (UTC)", min_value=first, max_value=last,
-                             value=(first, min(last, first + timedelta(hours=6))),
-                             step=timedelta(minutes=1), format="YYYY-MM-DD HH:mm")
-    shown = right.multiselect("Forecasts", list(methods), default=list(methods), format_func=LABELS.get)
+    if first < last:
+        start, end = left.slider("Window (UTC, the time forecast for)", min_value=first,
+                                 max_value=last, value=(start, end), step=timedelta(minutes=1),
+                                 format="YYYY-MM-DD HH:mm", key=f"window-{horizon}")
+    baselines = [m for m in methods if m != "model"]
+    shown = right.multiselect("Baselines", baselines, default=[], format_func=LABELS.get)
     window = frame[(stamps >= start) & (stamps <= end)]
-    lines = window.melt(id_vars=["ts"], value_vars=["actual", *shown], var_name="series",
-                        value_name="queue")
-    figure = px.line(lines, x="ts", y="queue", color="series", labels={"ts": "time", "queue": "queue length"},
-                     category_orders={"series": ["actual", *shown]})
-    figure.update_traces(selector={"name": "actual"}, line={"width": 3, "color": "black"})
+    figure = go.Figure()
+    if window["p90"].notna().any():
+        figure.add_trace(go.Scatter(x=window["ts"], y=window["p50"], name="p50", mode="lines",
+                                    line={"width": 1, "color": MEAN, "dash": "dot"}))
+        figure.add_trace(go.Scatter(x=window["ts"], y=window["p90"], name="p90 (p50–p90 band)",
+                                    mode="lines", fill="tonexty", fillcolor=BAND,
+                                    line={"width": 1, "color": MEAN}))
+    figure.add_trace(go.Scatter(x=window["ts"], y=window["model"], name="forecast (mean)",
+                                mode="lines", line={"width": 2, "color": MEAN}))
+    for method in shown:
+        figure.add_trace(go.Scatter(x=window["ts"], y=window[method], name=LABELS[method],
+                                    mode="lines", line={"width": 1, "dash": "dash"}))
+    figure.add_trace(go.Scatter(x=window["ts"], y=window["actual"], name="actual", mode="lines",
+                                line={"width": 2, "color": "black"}))
+    figure.update_layout(xaxis_title="time forecast for (UTC)", yaxis_title=target,
+                         hovermode="x unified", legend={"orientation": "h", "y": -0.2})
     st.plotly_chart(figure, width="stretch")
-    st.caption(f"{len(window):,} of the holdout's {len(frame):,} scored rows.")
+    covered = (window["actual"] <= window["p90"]).mean() if window["p90"].notna().any() else None
+    coverage = "" if covered is None or window.empty else f"; p90 covers {covered:.0%} of them"
+    st.caption(f"{len(window):,} of the holdout's {len(frame):,} forecasts {horizon} step(s) "
+               f"ahead, each at the time it forecasts{coverage}.")
 
 
-def error_chart(frame: pd.DataFrame) -> None:
-    st.subheader("Error distribution")
+def error_charts(frame: pd.DataFrame, target: str) -> None:
+    st.subheader("Errors by load")
+    by_load = predictor.error_by_load(frame)
+    figure = px.bar(by_load, x="load", y="mae", color="method", barmode="group",
+                    hover_data={"relative_mae": ":.1%", "rows": True},
+                    labels={"load": f"decile of actual {target} (range)",
+                            "mae": "mean absolute error", "relative_mae": "relative to load"},
+                    category_orders={"load": list(dict.fromkeys(by_load["load"])),
+                                     "method": list(predictor.METHODS)})
+    st.plotly_chart(figure, width="stretch")
+    st.caption("Mean |forecast − actual| per tenth of the rows, from the quietest (D1) to the "
+               "busiest (D10).")
     long = predictor.errors(frame)
-    clip = st.slider("Clip errors at the quantile", 0.9, 1.0, 0.99, 0.005,
-                     help="A few large misses (bursts) stretch the axis; larger ones are left out.")
-    bound = long["error"].abs().quantile(clip)
-    kept = long[long["error"].abs() <= bound] if bound > 0 else long
-    st.plotly_chart(px.histogram(kept, x="error", color="method", barmode="overlay", nbins=80,
-                                 opacity=0.6, labels={"error": "forecast − actual"}), width="stretch")
-    st.plotly_chart(px.box(long, x="method", y="error", color="method", points=False,
-                           labels={"error": "forecast − actual"}), width="stretch")
+    low, high = long["relative_error"].quantile([0.01, 0.99])
+    kept = long[long["relative_error"].between(low, high)]
+    st.plotly_chart(px.histogram(kept, x="relative_error", color="method", barmode="overlay",
+                                 nbins=60, opacity=0.6, histnorm="percent",
+                                 category_orders={"method": list(predictor.METHODS)},
+                                 labels={"relative_error": "(forecast − actual) / max(actual, 1)"}),
+                    width="stretch")
+    st.caption("Errors relative to the load; the 1% largest misses either way (bursts) are left "
+               "out so the axis stays readable.")
 
 
-st.title("Predictor: forecast vs actual")
+st.title("Predictor: load forecast vs actual")
 choices, note = predictor.models()
 found = predictor.datasets()
 if note:
@@ -86,23 +163,28 @@ if note:
 if not choices:
     st.info(f"No predictor yet: no `predictor` champion in the registry and no "
             f"`models/{predictor.CHECKPOINT}` in the data home. {predictor.HOW_TO_TRAIN}")
-if not found:
-    st.info(f"No queue_metrics dataset in the data home's `data/` yet. {predictor.HOW_TO_BUILD}")
-if choices and found and (chosen := controls(choices, found)) is not None:
-    choice, dataset = chosen
+    if not found:
+        st.info(f"No queue_metrics dataset in the data home's `data/` yet. {predictor.HOW_TO_BUILD}")
+elif (chosen := controls(choices, found)) is not None:
+    choice, details, dataset = chosen
     try:
         held = predictor.holdout(choice, dataset, predictor.dataset_mtime(dataset))
     except predictor.HoldoutError as error:
-        st.error(f"This dataset cannot be scored: {error}")
+        st.warning(f"This dataset cannot be used for this predictor: {error}", icon="⚠️")
     else:
         origin = {True: "the dataset the model was trained on: these rows were held out of its fitting",
                   False: "another dataset than the one the model was trained on",
                   None: "a dataset the model does not record as its own"}[held.same_data]
+        made = held.frame["made_at"]
         st.caption(f"Holdout: the latest {predictor.HOLDOUT_FRACTION:.0%} of {held.rows:,} usable rows "
-                   f"({len(held.frame):,} scored, {held.frame['ts'].min():%Y-%m-%d %H:%M} to "
-                   f"{held.frame['ts'].max():%Y-%m-%d %H:%M} UTC), of {origin}.")
-        if "seasonal_naive" not in held.methods:
-            st.caption("Less than a day of history before these rows: no seasonal-naive baseline.")
-        scores(held)
-        forecast_chart(held.frame, held.methods)
-        error_chart(held.frame)
+                   f"(forecasts made {made.min():%Y-%m-%d %H:%M} to {made.max():%Y-%m-%d %H:%M} UTC), "
+                   f"of {origin}.")
+        horizon_table(held, details)
+        horizon = st.radio(
+            "Horizon", list(held.horizons), horizontal=True,
+            format_func=lambda k: (f"{k} step{'s' if k != 1 else ''} ahead "
+                                   f"({duration(held.lead_seconds(k))})"))
+        frame = held.at(horizon)
+        horizon_scores(frame, held.methods[horizon])
+        forecast_chart(frame, held.methods[horizon], horizon, held.target)
+        error_charts(frame, held.target)

@@ -37,16 +37,16 @@ class Populated:
 
 
 def _populate_models(home: Path) -> Path:
-    """In-process, on ``home``: a queue_metrics dataset; a predictor and an RL agent trained small,
-    logged to MLflow, gated and promoted (version 1 of each the champion); a second predictor
-    version, the challenger."""
+    """In-process, on ``home``: a queue_metrics dataset; a predictor of its load (``arrivals``, 1, 5
+    and 15 steps ahead) and an RL agent trained small, logged to MLflow, gated and promoted
+    (version 1 of each the champion); a second predictor version, the challenger."""
     from ml import registry
     from ml.predictor.canary import canary_predictor
     from ml.predictor.train import train_predictor
     from ml.rl.ppo import Args
     from ml.rl.train import train_rl
     from ml.sim import SimConfig, synthetic_series
-    from ml.sim.dataset import TARGET, build_queue_metrics, dataset_path, write_queue_metrics
+    from ml.sim.dataset import LOAD_TARGET, build_queue_metrics, dataset_path, write_queue_metrics
 
     settings = get_settings().layout_home()
     config = SimConfig()
@@ -54,11 +54,11 @@ def _populate_models(home: Path) -> Path:
     dataset = write_queue_metrics(build_queue_metrics(series, config=config),
                                   dataset_path(settings.data_dir, "synthetic"))
     checkpoint = settings.models_dir / "predictor_lgbm.pkl"
-    train_predictor(dataset, TARGET, checkpoint, params={"n_estimators": 60}, mlflow=True,
+    train_predictor(dataset, LOAD_TARGET, checkpoint, params={"n_estimators": 60}, mlflow=True,
                     progress=False)
     canary_predictor(checkpoint, dataset, threshold=1e9)
     registry.promote("predictor", 1, actor="dashboard-test")
-    train_predictor(dataset, TARGET, settings.models_dir / "second.pkl",
+    train_predictor(dataset, LOAD_TARGET, settings.models_dir / "second.pkl",
                     params={"n_estimators": 10}, mlflow=True, progress=False)
     agent = settings.models_dir / "rl_agent.pt"
     train_rl(Args(epochs=2, steps=512, num_envs=4, eval_every=1, eval_episodes=1, seed=3), agent,

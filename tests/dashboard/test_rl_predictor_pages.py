@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import numpy as np
 import pytest
 
@@ -86,7 +89,134 @@ def test_predictor_page_on_an_empty_home_says_there_is_no_model_and_no_data(on_e
     shown = texts(page)
     assert "No predictor yet" in shown and "pmx train_predictor" in shown
     assert "No queue_metrics dataset" in shown and "pmx sim dataset" in shown
-    assert not page.get("plotly_chart") and not page.dataframe
+    assert not page.get("plotly_chart") and not page.dataframe and not page.radio
+
+
+@pytest.fixture(scope="module")
+def trained_home(tmp_path_factory):
+    """A data home with the synthetic queue_metrics dataset and a predictor of its load
+    (``arrivals``, 1, 5 and 15 steps ahead) trained small on it: a local checkpoint, no registry."""
+    from ml.predictor.train import train_predictor
+    from ml.sim import SimConfig, synthetic_series
+    from ml.sim.dataset import build_queue_metrics, dataset_path, write_queue_metrics
+
+    home = tmp_path_factory.mktemp("predictor-page") / "home"
+    config = SimConfig()
+    series = synthetic_series(days=4, seed=4).scaled_to(config.mean_arrival_rate)
+    dataset = write_queue_metrics(build_queue_metrics(series, config=config),
+                                  dataset_path(home / "data", "synthetic"))
+    train_predictor(dataset, None, home / "models" / "predictor_lgbm.pkl",
+                    params={"n_estimators": 40}, progress=False)
+    return home
+
+
+def _on_home(home, monkeypatch) -> None:
+    from tests.dashboard.conftest import CLOSED, _fresh_caches
+
+    monkeypatch.setenv("PRIORITYMAX_HOME", str(home))
+    for variable in ("PRIORITYMAX_API_URL", "PRIORITYMAX_DAGSTER_URL", "PRIORITYMAX_AUTOSCALER_URL"):
+        monkeypatch.setenv(variable, CLOSED)
+    _fresh_caches()
+
+
+@pytest.fixture
+def on_trained(data_home, trained_home, monkeypatch):
+    _on_home(trained_home, monkeypatch)
+    yield trained_home
+    _on_home(data_home, monkeypatch)
+
+
+def _values(array) -> np.ndarray:
+    """A plotly figure's array as JSON gives it: a list, or typed binary (``bdata``)."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"])
+    return np.asarray(array, dtype=float)
+
+
+def _recorded(home) -> dict:
+    import json
+
+    return json.loads((home / "models" / "predictor_lgbm.json").read_text())
+
+
+def test_predictor_page_shows_the_load_forecast_per_horizon_with_its_band(on_trained):
+    page = open_page("predictor")
+    model, dataset = page.selectbox[0], page.selectbox[1]
+    assert model.value == "models/predictor_lgbm.pkl (local file)"
+    assert dataset.options == ["synthetic (trained on)"]  # the training data, not listed twice
+    shown = texts(page)
+    assert "forecasting `arrivals` 1, 5, 15 step(s) ahead" in shown
+    assert "of the dataset the model was trained on" in shown
+    assert "Training window:" in shown and "Holdout window:" in shown
+
+    horizon = page.radio[0]
+    assert horizon.value == 1
+    assert horizon.options == ["1 step ahead (1 min)", "5 steps ahead (5 min)", "15 steps ahead (15 min)"]
+
+    # The per-horizon table: on its own dataset, exactly the holdout metrics it recorded.
+    table = page.dataframe[0].value
+    assert table["horizon"].tolist() == [1, 5, 15]
+    recorded = _recorded(on_trained)["metrics"]["holdout"]["by_horizon"]
+    for row in table.itertuples():
+        scored = recorded[str(row.horizon)]
+        assert row.rmse == pytest.approx(scored["rmse"], rel=1e-9) == pytest.approx(row.trained_rmse)
+        assert row.p90_coverage == pytest.approx(scored["p90_coverage"])
+        assert 0.5 < row.p90_coverage <= 1.0
+        assert row.persistence_rmse == pytest.approx(scored["baselines"]["persistence"]["rmse"])
+        assert row.seasonal_naive_rmse == pytest.approx(scored["baselines"]["seasonal_naive"]["rmse"])
+        assert row.rows == scored["rows"]
+    assert table["rmse"].is_monotonic_increasing  # further ahead, larger misses
+    assert _metrics(page)["model RMSE"] == f"{table['rmse'].iloc[0]:.3f}"
+
+    charts = page.get("plotly_chart")
+    assert len(charts) == 3  # forecast with its band, error by load decile, relative errors
+    forecast = json.loads(charts[0].proto.spec)["data"]
+    assert [t["name"] for t in forecast] == ["p50", "p90 (p50–p90 band)", "forecast (mean)", "actual"]
+    assert forecast[1]["fill"] == "tonexty"
+    deciles = json.loads(charts[1].proto.spec)["data"]
+    assert {t["name"] for t in deciles} == {"model", "persistence", "seasonal_naive"}
+    assert all(len(t["x"]) == 10 and _values(t["y"]).min() > 0 for t in deciles)  # no zero bars
+
+    page.radio[0].set_value(15).run()
+    assert not page.exception
+    assert page.radio[0].value == 15
+    assert _metrics(page)["model RMSE"] == f"{table['rmse'].iloc[2]:.3f}"
+    page.multiselect[0].set_value(["persistence"]).run()
+    assert not page.exception
+    names = [t["name"] for t in json.loads(page.get("plotly_chart")[0].proto.spec)["data"]]
+    assert "persistence (last value)" in names
+
+
+def test_predictor_page_falls_back_and_says_what_it_cannot_read(on_trained, tmp_path, monkeypatch):
+    import shutil
+
+    home = tmp_path / "moved"
+    shutil.copytree(on_trained, home)
+    meta = home / "models" / "predictor_lgbm.json"
+    recorded = _recorded(home)
+    recorded["data"]["path"] = str(tmp_path / "gone" / "queue_metrics.csv")  # no longer here
+    meta.write_text(json.dumps(recorded))
+    broken = home / "data" / "broken" / "queue_metrics.csv"
+    broken.parent.mkdir()
+    broken.write_text("timestamp,other\n2026-01-01T00:00:00Z,1\n")
+    _on_home(home, monkeypatch)
+
+    page = open_page("predictor")
+    assert page.selectbox[1].options == ["broken", "synthetic"]
+    assert "is not here; it is shown on the data home's dataset instead" in texts(page)
+    assert "cannot be used for this predictor" in texts(page)  # broken: no arrivals column
+    assert not page.get("plotly_chart")
+    page.selectbox[1].select("synthetic").run()
+    assert not page.exception
+    assert "another dataset than the one" not in texts(page)  # the same file: same fingerprint
+    assert page.dataframe[0].value["horizon"].tolist() == [1, 5, 15]
+    assert len(page.get("plotly_chart")) == 3
+
+    (home / "models" / "predictor_lgbm.pkl").write_bytes(b"not a pickle")
+    _on_home(home, monkeypatch)
+    page = open_page("predictor")
+    assert "cannot be read" in texts(page) and "not a predictor checkpoint" in texts(page)
+    assert not page.get("plotly_chart")
 
 
 def test_predictor_page_compares_the_champion_with_the_baselines(on_populated):
@@ -94,26 +224,29 @@ def test_predictor_page_compares_the_champion_with_the_baselines(on_populated):
     model, dataset = page.selectbox[0], page.selectbox[1]
     assert model.value == "predictor v1 (champion)"
     assert "predictor v2 (challenger)" in model.options
-    assert dataset.options == ["synthetic"]
+    assert dataset.options == ["synthetic (trained on)"]
     shown = texts(page)
     assert "of the dataset the model was trained on" in shown
+    assert page.radio[0].value == 1 and len(page.radio[0].options) == 3
 
     table = page.dataframe[0].value
-    assert table["method"].tolist() == ["model", "persistence", "seasonal_naive"]
+    assert table["horizon"].tolist() == [1, 5, 15]
     assert (table["rmse"] > 0).all() and (table["rmse"] >= table["mae"]).all()
-    assert table["rows"].nunique() == 1  # every method on the same rows
     # On its own dataset the holdout is the trainer's: the registered holdout RMSE again.
     from dashboard.data import predictor
 
     details = predictor.model_details(predictor.models()[0][0])
     assert table["rmse"].iloc[0] == pytest.approx(details["holdout_rmse"], rel=1e-9)
     assert _metrics(page)["model RMSE"] == f"{details['holdout_rmse']:.3f}"
-    assert len(page.get("plotly_chart")) == 3  # forecast vs actual, histogram, box
+    methods = page.dataframe[1].value  # every forecast at the first horizon
+    assert methods["method"].tolist() == ["model", "persistence", "seasonal_naive"]
+    assert methods["rows"].nunique() == 1  # every method on the same rows
+    assert len(page.get("plotly_chart")) == 3  # forecast and band, error by load, relative error
 
     page.selectbox[0].select("predictor v2 (challenger)").run()
     assert not page.exception
     assert "**predictor v2 (challenger)**" in texts(page)
-    assert page.dataframe[0].value["method"].tolist() == ["model", "persistence", "seasonal_naive"]
+    assert page.dataframe[0].value["horizon"].tolist() == [1, 5, 15]
     assert len(page.get("plotly_chart")) == 3
 
 
@@ -132,3 +265,33 @@ def test_predictor_metrics_are_one_duckdb_aggregation_per_method():
     assert table.loc["seasonal_naive", "rows"] == 2 and table.loc["seasonal_naive", "rmse"] == 0.0
     assert table.loc["model", "skill_vs_persistence"] == pytest.approx(0.0)
     assert table.loc["model", "max_abs_error"] == 2.0
+
+
+def test_per_horizon_metrics_and_errors_by_load_are_duckdb_aggregations():
+    import pandas as pd
+
+    from dashboard.data import predictor
+
+    stamps = pd.date_range("2026-01-01", periods=20, freq="min", tz="UTC")
+    actual = np.arange(20, dtype=float)  # a load from 0 to 19: two rows per decile
+    frame = pd.DataFrame({
+        "horizon": [1] * 10 + [5] * 10, "ts": stamps, "actual": actual, "model": actual + 1.0,
+        "p50": actual + 1.0, "p90": np.r_[actual[:10] + 2.0, actual[10:] - 1.0],
+        "persistence": actual - 2.0, "seasonal_naive": np.nan})
+    table = predictor.horizon_metrics(frame, {"1": {"rmse": 0.5, "p90_coverage": 0.9}})
+    assert table["horizon"].tolist() == [1, 5] and table["rows"].tolist() == [10, 10]
+    assert table["rmse"].tolist() == [1.0, 1.0] and table["persistence_rmse"].tolist() == [2.0, 2.0]
+    assert table["p90_coverage"].tolist() == [1.0, 0.0]
+    assert table["skill_vs_persistence"].tolist() == [0.5, 0.5]
+    assert table["seasonal_naive_rmse"].isna().all()
+    assert table["trained_rmse"].iloc[0] == 0.5 and np.isnan(table["trained_rmse"].iloc[1])
+
+    by_load = predictor.error_by_load(frame.drop(columns="horizon"))
+    model = by_load[by_load["method"] == "model"]
+    assert model["decile"].tolist() == list(range(1, 11)) and (model["rows"] == 2).all()
+    assert model["load"].iloc[0] == "D1: 0–1" and model["load"].iloc[-1] == "D10: 18–19"
+    assert (model["mae"] == 1.0).all()
+    # Relative to the load, floored at 1: the quietest rows' errors are not blown up by zero.
+    assert model["relative_mae"].iloc[0] == pytest.approx(1.0)
+    assert model["relative_mae"].iloc[-1] == pytest.approx((1 / 18 + 1 / 19) / 2)
+    assert set(by_load["method"]) == {"model", "persistence"}  # no seasonal forecast, no rows

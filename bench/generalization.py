@@ -162,7 +162,8 @@ def main() -> None:
                               checkpoint=Path(folder) / f"{set_name}-{seed}.pt", progress=False,
                               control=control)
                 policies.append(PPOPolicy.from_state(state))
-            prepared[set_name] = {"tuned": tuned, "control": control, "policies": policies}
+            prepared[set_name] = {"tuned": tuned, "control": control, "policies": policies,
+                                  "train": series}
             rule = {k: v for k, v in control.to_dict().items() if k not in ("config", "kind")}
             kept = sum(p.control.learned for p in policies)
             print(f"training set {set_name}: tuned {tuned}; base rule {rule}; "
@@ -172,7 +173,7 @@ def main() -> None:
     results = []
     for name, set_name, test in cells(trace, sets, config, synthetic_days):
         ready = prepared[set_name]
-        baselines = evaluate_tuned(ready["tuned"], config, test, test_seeds)
+        baselines = evaluate_tuned(ready["tuned"], config, test, test_seeds, train=ready["train"])
         ppo = [evaluate_policy(p, test, seeds=test_seeds, config=config) for p in ready["policies"]]
         base = evaluate_policy(RulePolicy(ready["control"]), test, seeds=test_seeds, config=config)
         bound = perfect_sizing_reward(test, test_seeds, config)

@@ -57,7 +57,7 @@ def main() -> None:
     for name, params in tuned.items():
         print(f"tuned {name} on the training part: {params} (grid {baseline_grids(config)[name]})")
     print(f"tuning took {time.perf_counter() - started:.0f} s")
-    results = evaluate_tuned(tuned, config, traffic.evaluation, holdout_seeds)
+    results = evaluate_tuned(tuned, config, traffic.evaluation, holdout_seeds, train=traffic.train)
     ppo_runs = []
     with tempfile.TemporaryDirectory() as folder:
         for seed in range(args.train_seeds):

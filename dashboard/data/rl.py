@@ -148,7 +148,8 @@ def best_rule(choice: ModelChoice) -> tuple[str, dict[str, Any]]:
     except (OSError, ValueError) as error:
         raise EpisodeError(f"the policy's training traffic cannot be read: {error}") from None
     tuned = tune_baselines(config, traffic.train)
-    evaluations = evaluate_tuned(tuned, config, traffic.evaluation, eval_seeds(8))
+    evaluations = evaluate_tuned(tuned, config, traffic.evaluation, eval_seeds(8),
+                                 train=traffic.train)
     best = best_of(evaluations)
     return best, tuned[best]
 

@@ -184,7 +184,7 @@ class Judgement:
         """Every rule tuned on the training part (or with ``tuned``'s parameters, tuned there
         before, as ``eval_rl`` reports them), then run on these episodes."""
         tuned = tune_baselines(self.config, self.train) if tuned is None else tuned
-        return tuned, evaluate_tuned(tuned, self.config, self.traffic, self.seeds)
+        return tuned, evaluate_tuned(tuned, self.config, self.traffic, self.seeds, train=self.train)
 
 
 def improvement_on_mean(candidate: PolicyEvaluation, baseline: PolicyEvaluation) -> float:

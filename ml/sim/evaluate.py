@@ -143,9 +143,12 @@ def best_of_grid(
     *,
     seeds: Sequence[int],
     config: SimConfig,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], PolicyEvaluation]:
     """The parameters of baseline ``name`` with the best mean reward over a grid, and their
-    evaluation: tuning a baseline on a trace's training part so it is no strawman."""
+    evaluation: tuning a baseline on a trace's training part so it is no strawman. ``extra``:
+    arguments every candidate gets besides its grid point (such as ``forecasts``), kept out of
+    the returned parameters."""
     import itertools
 
     from ml.sim.policies import make_baseline
@@ -154,8 +157,8 @@ def best_of_grid(
     best: tuple[dict[str, Any], PolicyEvaluation] | None = None
     for values in itertools.product(*(grid[k] for k in keys)):
         params = dict(zip(keys, values, strict=True))
-        evaluation = evaluate_policy(make_baseline(name, config, **params), source, seeds=seeds,
-                                     config=config)
+        evaluation = evaluate_policy(make_baseline(name, config, **params, **(extra or {})), source,
+                                     seeds=seeds, config=config)
         if best is None or evaluation.reward.mean() > best[1].reward.mean():
             best = (params, evaluation)
     if best is None:

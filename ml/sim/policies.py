@@ -9,6 +9,8 @@ read ``info``; learned policies (PPO, later) read the observation. Every policy 
 - :class:`StaticPolicy`: a fixed pool size.
 - :class:`QueueThresholdPolicy`: scale on the backlog's drain time.
 - :class:`ErlangCPolicy`: size the pool with the Erlang-C formula from the smoothed arrival rate.
+- :class:`PredictiveErlangCPolicy`: the same sizing for the load forecast (p90 or mean) one warm-up
+  ahead (made by the load predictor from the past only, :mod:`ml.sim.forecasts`) when that is higher.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from ml.sim.config import SimConfig
+
+if TYPE_CHECKING:
+    from ml.sim.forecasts import SeriesForecasts
 
 
 @runtime_checkable
@@ -148,7 +153,10 @@ class ErlangCPolicy(Stateless):
     name: str = "erlang_c"
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-        rate = np.asarray(info["arrival_rate_smoothed"], dtype=np.float64)
+        return self.size_for(np.asarray(info["arrival_rate_smoothed"], dtype=np.float64), info)
+
+    def size_for(self, rate: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        """The action toward the Erlang-C pool for arrival rate ``rate`` (tasks/s, per env)."""
         desired = erlang_c_servers(
             rate,
             self.config.service_rate,
@@ -157,6 +165,37 @@ class ErlangCPolicy(Stateless):
             self.config.max_workers,
         )
         return _toward(self.config, np.maximum(desired, self.config.min_workers), info)
+
+
+@dataclass
+class PredictiveErlangCPolicy(ErlangCPolicy):
+    """Erlang-C sizing for the higher of the smoothed arrival rate and the forecast (``forecast``:
+    its p90, or its mean) of the rate one warm-up ahead (``forecasts``, looked up at each env's
+    ``info["series_index"]``): the pool is sized now for the load its new workers will meet once
+    warm, and shrinks only when both the current rate and the forecast allow it. Where a row has
+    no forecast (too little history) it acts as :class:`ErlangCPolicy`.
+
+    ``forecasts`` must belong to the traffic the policy runs on, and be made from the past only
+    (:func:`ml.sim.forecasts.forecast_series` with a predictor trained on other data)."""
+
+    forecasts: SeriesForecasts | None = None
+    forecast: str = "p90"  # which forecast to plan for: "p90" or "mean"
+    name: str = "predictive_erlang_c"
+
+    def __post_init__(self) -> None:
+        if self.forecasts is None:
+            raise ValueError("predictive_erlang_c needs forecasts= (ml.sim.forecasts.forecast_series)")
+        if self.forecast not in ("p90", "mean"):
+            raise ValueError(f"forecast must be 'p90' or 'mean', got {self.forecast!r}")
+
+    def planned_rate(self, info: dict[str, Any]) -> np.ndarray:
+        """The rate the pool is sized for: max(smoothed rate, the forecast), per env."""
+        rate = np.asarray(info["arrival_rate_smoothed"], dtype=np.float64)
+        ahead = self.forecasts.at(np.asarray(info["series_index"], dtype=np.int64), self.forecast)
+        return np.where(np.isnan(ahead), rate, np.maximum(rate, ahead))
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        return self.size_for(self.planned_rate(info), info)
 
 
 def _erlang_c_by_servers(load: np.ndarray, max_servers: int):
@@ -209,12 +248,17 @@ BASELINES: dict[str, Callable[..., Policy]] = {
     "queue_threshold": QueueThresholdPolicy,
     "erlang_c": ErlangCPolicy,
 }
+#: Baselines that also need load forecasts of the traffic they run on (``forecasts=``), so they
+#: cannot be made from a name alone: kept apart from :data:`BASELINES`.
+FORECAST_BASELINES: dict[str, Callable[..., Policy]] = {
+    "predictive_erlang_c": PredictiveErlangCPolicy,
+}
 
 
 def make_baseline(name: str, config: SimConfig, **params: Any) -> Policy:
-    """A baseline policy by name (see :data:`BASELINES`)."""
-    try:
-        factory = BASELINES[name]
-    except KeyError:
-        raise ValueError(f"unknown policy {name!r}; choose one of {sorted(BASELINES)}") from None
+    """A baseline policy by name (see :data:`BASELINES` and :data:`FORECAST_BASELINES`)."""
+    factory = BASELINES.get(name) or FORECAST_BASELINES.get(name)
+    if factory is None:
+        known = sorted([*BASELINES, *FORECAST_BASELINES])
+        raise ValueError(f"unknown policy {name!r}; choose one of {known}")
     return factory(config, **params)

@@ -25,7 +25,8 @@ def test_train_eval_and_gate_without_a_registry(tmp_path):
     evaluated = ok(trainer(home, "eval_rl", "--episodes", "3"))
     assert evaluated["episodes"] == 3
     assert {"avg_reward", "std_reward"} <= set(evaluated)
-    assert set(evaluated["policies"]) == {"ppo", "hpa", "static", "erlang_c", "queue_threshold"}
+    assert set(evaluated["policies"]) == {"ppo", "hpa", "static", "erlang_c", "queue_threshold",
+                                          "predictive_erlang_c"}
     low, high = evaluated["improvement_vs_hpa"]["ci95"]
     assert low <= evaluated["improvement_vs_hpa"]["mean"] <= high
 

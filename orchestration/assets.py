@@ -231,11 +231,11 @@ def rl_agent_evaluation(
     context: dg.AssetExecutionContext, rl_agent_candidate: dict, budget: TrainingBudget
 ) -> dg.Output[dict]:
     """The candidate and every rule tuned on its training part (HPA, Erlang-C, queue-threshold,
-    static) over the same held-out episodes (``eval_rl``), with the candidate's paired improvement
-    over the best of them and over HPA."""
+    static, predictive Erlang-C; the budget's ``rl_rules`` if set) over the same held-out episodes
+    (``eval_rl``), with the candidate's paired improvement over the best of them and over HPA."""
     from ml.rl.train import eval_rl
 
-    result = eval_rl(Path(rl_agent_candidate["checkpoint"]), budget.eval_episodes)
+    result = eval_rl(Path(rl_agent_candidate["checkpoint"]), budget.eval_episodes, rules=budget.rl_rules)
     policies = result["policies"]
     improvement = result["improvement_vs_hpa"]
     metadata: dict[str, Any] = {f"reward_{name}": summary["reward"]["mean"]

@@ -200,7 +200,7 @@ def rl_agent_canary_gate(
     if (unchanged := _already_champion(rl_agent_evaluation, mlflow)) is not None:
         return unchanged
     result = canary_rl(Path(rl_agent_evaluation["checkpoint"]), budget.eval_episodes,
-                       tuned=rl_agent_evaluation.get("tuned"))
+                       tuned=rl_agent_evaluation.get("tuned"), rules=budget.rl_rules)
     metadata: dict[str, Any] = {
         "version": int(rl_agent_evaluation["version"]),
         "candidate_reward": result["reward"],

@@ -158,6 +158,9 @@ class TrainingBudget(dg.ConfigurableResource):
     rl_epochs: int | None = Field(None, ge=1, description="PPO epochs / RLlib iterations [Args: 150]")
     rl_steps: int | None = Field(None, ge=1, description="env steps per epoch [Args: 2048]")
     rl_num_envs: int | None = Field(None, ge=1, description="parallel envs [PRIORITYMAX_RL_ENVS]")
+    rl_rules: list[str] | None = Field(
+        None, description="the tuned rules rl_agent_evaluation and the RL gate compare with (HPA always) "
+                          "[unset: all of ml.sim.tuning.TUNED_BASELINES]")
     eval_episodes: int = Field(16, ge=2, description="held-out episodes of the RL evaluations: the "
                                  "trainer's own, rl_agent_evaluation's and the gate's")
     seed: int = Field(0, description="seed of both trainers")

@@ -137,21 +137,45 @@ def _hashable(config_dict: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 def best_rule(choice: ModelChoice) -> tuple[str, dict[str, Any]]:
     """The rule (and its parameters) with the best reward on the policy's held-out episodes, every
     rule tuned on the policy's training part: what the gate compares with (``canary_rl``)."""
-    from ml.rl.train import eval_seeds, traffic_named
+    from ml.rl.train import eval_seeds
     from ml.sim.config import SimConfig
     from ml.sim.tuning import best_of, evaluate_tuned, tune_baselines
 
     payload = checkpoint(choice)
     config = SimConfig.from_dict(payload["sim_config"])
-    try:
-        traffic = traffic_named(payload["traffic"], config)
-    except (OSError, ValueError) as error:
-        raise EpisodeError(f"the policy's training traffic cannot be read: {error}") from None
+    traffic = training_traffic(choice)
     tuned = tune_baselines(config, traffic.train)
     evaluations = evaluate_tuned(tuned, config, traffic.evaluation, eval_seeds(8),
                                  train=traffic.train)
     best = best_of(evaluations)
     return best, tuned[best]
+
+
+@st.cache_resource(max_entries=16)
+def training_traffic(choice: ModelChoice):
+    """The policy's training traffic, split as it was trained (its ``train`` part is what the rules
+    are tuned on and what predictive Erlang-C's predictor learns from)."""
+    from ml.rl.train import traffic_named
+    from ml.sim.config import SimConfig
+
+    payload = checkpoint(choice)
+    try:
+        return traffic_named(payload["traffic"], SimConfig.from_dict(payload["sim_config"]))
+    except (OSError, ValueError) as error:
+        raise EpisodeError(f"the policy's training traffic cannot be read: {error}") from None
+
+
+def best_policy(choice: ModelChoice, config, series):
+    """The best tuned rule (:func:`best_rule`) ready to run on ``series``: predictive Erlang-C gets
+    the forecasts of a predictor trained on the policy's training part."""
+    from ml.sim.tuning import tuned_policy
+
+    name, params = best_rule(choice)
+    policy = tuned_policy(name, params, config, series, training_traffic(choice).train)
+    if policy is None:
+        raise EpisodeError(f"the best tuned rule, {name}, needs load forecasts of {series.name!r} "
+                           "and none could be made")
+    return policy
 
 
 @st.cache_data(max_entries=32, show_spinner="Running PPO, the HPA rule and the best tuned rule…")
@@ -164,7 +188,7 @@ def episode(choice: ModelChoice, trace: str, seed: int, steps: int | None = None
     from ml.rl.policy import PPOPolicy
     from ml.sim.config import SimConfig
     from ml.sim.evaluate import record_episode
-    from ml.sim.policies import HPAPolicy, make_baseline
+    from ml.sim.policies import HPAPolicy
 
     payload = checkpoint(choice)
     trained = SimConfig.from_dict(payload["sim_config"])
@@ -177,9 +201,8 @@ def episode(choice: ModelChoice, trace: str, seed: int, steps: int | None = None
     if series.longest_segment < steps:
         raise EpisodeError(f"the replayed part of {series.name!r} holds at most {series.longest_segment} "
                            f"contiguous steps; choose an episode of {steps} steps or fewer")
-    name, params = best_rule(choice)
     return record_episode({PPO: PPOPolicy.from_payload(payload), HPA: HPAPolicy(config),
-                           BEST: make_baseline(name, config, **params)}, series, seed, config)
+                           BEST: best_policy(choice, config, series)}, series, seed, config)
 
 
 def class_names(frame: pd.DataFrame) -> list[str]:

@@ -70,17 +70,32 @@ def train_rl_command(epochs, steps, lr, device, checkpoint, num_envs, seed, trac
                    mlflow=mlflow, wandb=wandb))
 
 
+def _tuned_rules(ctx, param, value: tuple[str, ...]) -> tuple[str, ...] | None:
+    """``--rule`` values, checked against the tuned rules (imported only when given: ml.sim.tuning
+    costs a second to import)."""
+    if not value:
+        return None
+    from ml.sim.tuning import TUNED_BASELINES
+
+    if unknown := sorted(set(value) - set(TUNED_BASELINES)):
+        raise click.BadParameter(f"{', '.join(unknown)}: not a tuned rule; choose among "
+                                 f"{', '.join(TUNED_BASELINES)}")
+    return value
+
+
 @click.command("eval_rl")
 @click.option("--checkpoint", type=FILE, default=None,
               help="[default: <home>/models/rl_agent.pt]")
 @click.option("--episodes", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--trace", type=FILE, default=None,
               help="evaluate on this trace's held-out part [default: the training traffic's]")
-def eval_rl_command(checkpoint, episodes, trace):
+@click.option("--rule", "rules", multiple=True, callback=_tuned_rules, metavar="RULE",
+              help="compare with these tuned rules only (repeatable; HPA always) [default: all]")
+def eval_rl_command(checkpoint, episodes, trace, rules):
     """Evaluate PPO checkpoint (and the baselines on the same episodes)."""
     from ml.rl.train import eval_rl
 
-    _emit(eval_rl(checkpoint or _default_checkpoint(), episodes, trace=trace))
+    _emit(eval_rl(checkpoint or _default_checkpoint(), episodes, trace=trace, rules=rules))
 
 
 @click.command("canary_rl")
@@ -91,12 +106,15 @@ def eval_rl_command(checkpoint, episodes, trace):
 @click.option("--champion-checkpoint", type=FILE, default=None,
               help="compare with this checkpoint instead of the registry's champion")
 @click.option("--no-registry", is_flag=True, help="do not look up a champion in MLflow")
-def canary_rl_command(checkpoint, episodes, trace, champion_checkpoint, no_registry):
-    """Run the RL gate: beat the HPA rule and the champion (exit status 1 when it fails)."""
+@click.option("--rule", "rules", multiple=True, callback=_tuned_rules, metavar="RULE",
+              help="compare with these tuned rules only (repeatable; HPA always) [default: all]")
+def canary_rl_command(checkpoint, episodes, trace, champion_checkpoint, no_registry, rules):
+    """Run the RL gate: match the best tuned rule and beat the champion (exit status 1 when it fails)."""
     from ml.rl.train import canary_rl
 
     result = canary_rl(checkpoint or _default_checkpoint(), episodes, trace=trace,
-                       champion_checkpoint=champion_checkpoint, use_registry=not no_registry)
+                       champion_checkpoint=champion_checkpoint, use_registry=not no_registry,
+                       rules=rules)
     _emit(result)
     if not result["passed"]:
         sys.exit(1)

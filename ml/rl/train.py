@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from ml.sim.config import SimConfig
 from ml.sim.evaluate import PolicyEvaluation, evaluate_policy, mean_ci, paired_improvement
 from ml.sim.policies import make_baseline
 from ml.sim.traffic import RateSeries, load_trace, synthetic_series
-from ml.sim.tuning import best_of, evaluate_tuned, tune_baselines
+from ml.sim.tuning import TUNED_BASELINES, best_of, evaluate_tuned, tune_baselines
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +180,19 @@ class Judgement:
         return evaluate_policy(policy, self.traffic, seeds=self.seeds, config=self.config)
 
     def tuned_baselines(self, tuned: dict[str, dict[str, Any]] | None = None,
+                        rules: Sequence[str] | None = None,
                         ) -> tuple[dict[str, Any], dict[str, PolicyEvaluation]]:
-        """Every rule tuned on the training part (or with ``tuned``'s parameters, tuned there
-        before, as ``eval_rl`` reports them), then run on these episodes."""
-        tuned = tune_baselines(self.config, self.train) if tuned is None else tuned
+        """Every rule (or just ``rules``) tuned on the training part (or with ``tuned``'s
+        parameters, tuned there before, as ``eval_rl`` reports them), then run on these episodes.
+        HPA is always among them: every comparison reports it."""
+        if rules is not None:
+            if unknown := set(rules) - set(TUNED_BASELINES):
+                raise ValueError(f"no tuned rule {sorted(unknown)}; choose among {list(TUNED_BASELINES)}")
+            rules = sorted(set(rules) | {"hpa"})
+        if tuned is None:
+            tuned = tune_baselines(self.config, self.train, only=rules)
+        elif rules is not None:
+            tuned = {name: params for name, params in tuned.items() if name in rules}
         return tuned, evaluate_tuned(tuned, self.config, self.traffic, self.seeds, train=self.train)
 
 
@@ -211,14 +220,15 @@ def eval_rl(
     episodes: int = 10,
     *,
     trace: str | Path | None = None,
+    rules: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The seed's ``{"avg_reward", "std_reward", "episodes"}`` for the checkpoint, plus every rule
-    tuned on the training part and run on the same episodes, the best of them, and PPO's
-    improvement over it (on mean reward, as the gate judges; the paired figure beside) and over
-    HPA (paired)."""
+    (or just ``rules``, HPA always) tuned on the training part and run on the same episodes, the
+    best of them, and PPO's improvement over it (on mean reward, as the gate judges; the paired
+    figure beside) and over HPA (paired)."""
     judged = judge(checkpoint, episodes, trace)
     ppo, traffic = judged.evaluation, judged.traffic
-    tuned, baselines = judged.tuned_baselines()
+    tuned, baselines = judged.tuned_baselines(rules=rules)
     best = best_of(baselines)
     return {
         "avg_reward": float(ppo.reward.mean()),
@@ -253,13 +263,14 @@ def canary_rl(
     champion_checkpoint: Path | None = None,
     use_registry: bool = True,
     tuned: dict[str, dict[str, Any]] | None = None,
+    rules: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The RL gate, on the candidate's own held-out episodes:
 
-    - ``vs_best_baseline``: every rule (HPA, Erlang-C, queue-threshold, static) is tuned on the
-      candidate's training part; the candidate's improvement over the best of them, on mean
-      episode reward, must be at least ``-REWARD_MARGIN`` (the paired per-episode figure and its
-      CI are reported beside it);
+    - ``vs_best_baseline``: every rule (HPA, Erlang-C, queue-threshold, static, predictive
+      Erlang-C; or just ``rules``, HPA always) is tuned on the candidate's training part; the
+      candidate's improvement over the best of them, on mean episode reward, must be at least
+      ``-REWARD_MARGIN`` (the paired per-episode figure and its CI are reported beside it);
     - ``high_class_sla``: its highest class's SLA violation rate must not exceed that rule's upper
       95% bound (:func:`high_class_check`): reward is never bought with high-priority misses;
     - ``vs_champion``: it must beat the registry's champion (mean paired improvement above zero).
@@ -269,7 +280,7 @@ def canary_rl(
     """
     judged = judge(checkpoint, episodes, trace)
     candidate = judged.evaluation
-    tuned, baselines = judged.tuned_baselines(tuned)
+    tuned, baselines = judged.tuned_baselines(tuned, rules)
     best_name = best_of(baselines)
     best, hpa = baselines[best_name], baselines["hpa"]
     vs_best = improvement_on_mean(candidate, best)

@@ -100,15 +100,20 @@ def evaluate_tuned(tuned: dict[str, dict[str, Any]], config: SimConfig, source: 
     get them from a predictor trained on ``train``; without ``train`` they are left out."""
     evaluations = {}
     for name, params in tuned.items():
-        extra: dict[str, Any] = {}
-        if name in FORECAST_BASELINES:
-            forecasts = _forecasts_or_none(config, train, source) if train is not None else None
-            if forecasts is None:
-                continue
-            extra["forecasts"] = forecasts
-        evaluations[name] = evaluate_policy(make_baseline(name, config, **params, **extra), source,
-                                            seeds=seeds, config=config)
+        policy = tuned_policy(name, params, config, source, train)
+        if policy is not None:
+            evaluations[name] = evaluate_policy(policy, source, seeds=seeds, config=config)
     return evaluations
+
+
+def tuned_policy(name: str, params: dict[str, Any], config: SimConfig, source: RateSeries,
+                 train: RateSeries | None):
+    """The rule ``name`` with its tuned ``params``, ready to run on ``source``: a rule that needs
+    forecasts gets those of a predictor trained on ``train``; None when it cannot have them."""
+    if name not in FORECAST_BASELINES:
+        return make_baseline(name, config, **params)
+    forecasts = _forecasts_or_none(config, train, source) if train is not None else None
+    return None if forecasts is None else make_baseline(name, config, **params, forecasts=forecasts)
 
 
 def _forecasts_or_none(config: SimConfig, train: RateSeries,

@@ -39,7 +39,8 @@ def test_rl_page_runs_the_champion_against_the_best_tuned_rule_and_hpa(on_popula
     assert shown["Best rule total reward"] == f"{summary.loc['Best tuned rule', 'total_reward']:,.2f}"
     for name in ("PPO", "Best rule"):
         assert f"{name} mean workers" in shown and f"{name} SLA violations" in shown
-    assert shown["Best tuned rule"].split()[0] in {"hpa", "erlang_c", "queue_threshold", "static"}
+    assert shown["Best tuned rule"].split()[0] in {"hpa", "erlang_c", "queue_threshold", "static",
+                                                   "predictive_erlang_c"}
     assert "PPO vs best rule" in shown and "PPO vs HPA" in shown
     assert len(page.get("plotly_chart")) == 4  # arrivals, queues, workers, reward
     assert "Queue length per class" in texts(page)
@@ -60,7 +61,8 @@ def test_an_episode_is_what_evaluate_policy_measures(on_populated):
     from ml.rl.policy import PPOPolicy
     from ml.sim.config import SimConfig
     from ml.sim.evaluate import evaluate_policy
-    from ml.sim.policies import HPAPolicy, make_baseline
+    from ml.sim.policies import HPAPolicy
+    from ml.sim.tuning import tuned_policy
 
     choices, note = rl.policies()
     assert note is None and choices[0].version == "1"
@@ -75,8 +77,9 @@ def test_an_episode_is_what_evaluate_policy_measures(on_populated):
     series = rl._traffic("synthetic", None, rl._hashable(payload["sim_config"]))
     summary = rl.summary(frame).set_index("policy")
     best, params = rl.best_rule(choices[0])
+    rule = tuned_policy(best, params, config, series, rl.training_traffic(choices[0]).train)
     for name, policy in ((rl.PPO, PPOPolicy.from_payload(payload)), (rl.HPA, HPAPolicy(config)),
-                         (rl.BEST, make_baseline(best, config, **params))):
+                         (rl.BEST, rule)):
         expected = evaluate_policy(policy, series, seeds=[11], config=config)
         assert summary.loc[name, "total_reward"] == pytest.approx(expected.reward[0], rel=1e-9)
         assert summary.loc[name, "mean_workers"] == pytest.approx(expected.mean_workers[0], rel=1e-9)

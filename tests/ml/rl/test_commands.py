@@ -54,6 +54,13 @@ def test_train_eval_and_gate_without_a_registry(tmp_path):
     assert same.returncode == 1  # not better than itself
     assert json.loads(same.stdout)["improvement_vs_champion"]["mean"] == 0.0
 
+    reactive = json.loads(trainer(home, "canary_rl", "--episodes", "3", "--no-registry",
+                                  "--rule", "static", "--rule", "erlang_c").stdout)
+    assert set(reactive["baseline_rewards"]) == {"hpa", "static", "erlang_c"}
+    assert reactive["baseline_rewards"]["erlang_c"] == pytest.approx(verdict["baseline_rewards"]["erlang_c"])
+    unknown = trainer(home, "eval_rl", "--rule", "oracle")
+    assert unknown.returncode == 2 and "oracle" in unknown.stderr
+
 
 def test_resume_continues_and_a_bad_checkpoint_is_an_error(tmp_path):
     home = tmp_path / "home"

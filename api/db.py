@@ -14,6 +14,10 @@ share it), PostgreSQL through ``PRIORITYMAX_DB_URL``. The config control plane k
 from __future__ import annotations
 
 import functools
+import json
+import logging
+import math
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -29,6 +33,8 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import Engine
+
+log = logging.getLogger(__name__)
 
 metadata = MetaData()
 
@@ -131,10 +137,27 @@ def _reader(url: str) -> Engine:
     return _sqlite_engine(url, "BEGIN")
 
 
+def stored_json(text: str) -> Any:
+    """A JSON column as read back. The API refuses non-finite numbers on the way in, but a row
+    written before it did (or by hand) may hold ``Infinity``, ``NaN`` or ``1e400``; read as such,
+    that one value made every list, snapshot and backup that includes it a 500. It is read as
+    null instead, and logged, so the rest stays readable and the item can be fixed or deleted."""
+    def not_finite(literal: str) -> None:
+        log.warning("a stored JSON value holds %s, which JSON cannot carry: read as null", literal)
+        return None
+
+    def number(literal: str) -> float | None:
+        value = float(literal)
+        return value if math.isfinite(value) else not_finite(literal)
+
+    return json.loads(text, parse_constant=not_finite, parse_float=number)
+
+
 def _sqlite_engine(url: str, begin: str) -> Engine:
     """A SQLite engine in WAL mode whose transactions start with ``begin`` (the driver's own
     implicit BEGIN is off, so SQLAlchemy's "begin" event issues it)."""
-    engine = create_engine(url, connect_args={"check_same_thread": False})
+    engine = create_engine(url, connect_args={"check_same_thread": False},
+                           json_deserializer=stored_json)
     event.listen(engine, "connect", _sqlite_pragmas)
     event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
     return engine
@@ -148,7 +171,7 @@ def _engine(url: str) -> Engine:
         # commit in the order they are numbered.
         engine = _sqlite_engine(url, "BEGIN IMMEDIATE")
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True, json_deserializer=stored_json)
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # Replicas starting together on an empty database would race to create the same

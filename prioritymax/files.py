@@ -87,3 +87,16 @@ class AppendLog:
         status = os.fstat(self._fd)
         self._identity = (status.st_dev, status.st_ino)
         return self._fd
+
+
+def unreadable(path: Path, error: Exception) -> str:
+    """Why a file that should be a checkpoint could not be loaded, in one line for a CLI error:
+    torch's message for a foreign file runs to six lines of advice about ``weights_only`` that
+    does not apply (loading it unsafely is never the fix here), pickle's for an empty file is
+    ``EOFError('Ran out of input')`` or nothing at all."""
+    if path.is_file() and path.stat().st_size == 0:
+        return "the file is empty"
+    text = str(error).strip()
+    if "weights_only" in text or "Unpickler" in text:
+        return "not a file torch.save wrote with tensors and plain values"
+    return text.splitlines()[0][:200] if text else type(error).__name__

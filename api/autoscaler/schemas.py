@@ -11,10 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
-Count = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Workers = Annotated[int, Field(ge=0, le=1_000_000)]
+#: JSON numbers only: ``"11.5"`` is a 422, not quietly a number.
+Count = Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)]
+Workers = Annotated[StrictInt, Field(ge=0, le=1_000_000)]
 
 #: Decision modes: the champion policy, the HPA rule, or no change (autoscaler_loop off).
 MODE_POLICY, MODE_HPA, MODE_HOLD = "policy", "hpa", "hold"
@@ -36,7 +37,7 @@ class Reading(BaseModel):
         None, description="a smoothed arrival rate, tasks/s [the arrival rate]")
     active_workers: Workers = Field(..., description="workers serving now")
     warming_workers: Workers = Field(0, description="workers started and not serving yet")
-    utilization: float = Field(..., ge=0, le=1, allow_inf_nan=False,
+    utilization: StrictFloat = Field(..., ge=0, le=1, allow_inf_nan=False,
                                description="busy share of the active workers")
     est_wait_seconds: dict[str, Count] | None = Field(
         None, description="projected wait per class, s [the backlog ahead over the pool's service rate]")

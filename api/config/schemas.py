@@ -1,10 +1,14 @@
-"""Request and response shapes of /config (Create/Update/Public, as the template splits them)."""
+"""Request and response shapes of /config (Create/Update/Public, as the template splits them).
+
+Booleans and numbers of a request are JSON booleans and numbers (pydantic's strict types): lax
+coercion took ``"is_secret": "yes"`` as a secret and ``"enabled": "yes"`` as on, which a client
+that meant something else never hears about."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 #: How deeply a value's lists and objects may nest. Far more than any real configuration needs,
 #: far less than where responses fail: pydantic refuses to serialize past ~250 levels, so a value
@@ -35,11 +39,11 @@ class ConfigWrite(BaseModel):
 
     key: str = Field(min_length=1, max_length=200, examples=["autoscaler.max_workers"])
     value: WrittenValue = Field(examples=[25])
-    is_secret: bool = False
+    is_secret: StrictBool = False
     comment: str | None = Field(None, max_length=1000)
     tenant: str | None = Field(None, max_length=80, examples=["org:acme"])
     namespace: str | None = Field(None, max_length=200)
-    expected_version: int | None = Field(None, ge=0, description="409 unless the item is at it")
+    expected_version: StrictInt | None = Field(None, ge=0, description="409 unless the item is at it")
 
 
 #: The most items one POST /config/batch may carry.
@@ -67,20 +71,20 @@ class SecretWrite(BaseModel):
     secret_value: str = Field(min_length=1, max_length=16_384)
     comment: str | None = Field(None, max_length=1000)
     tenant: str | None = Field(None, max_length=80)
-    expected_version: int | None = Field(None, ge=0)
+    expected_version: StrictInt | None = Field(None, ge=0)
 
 
 class FlagWrite(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(None, max_length=200, description="must equal the path's name if given")
-    enabled: bool
+    enabled: StrictBool
     description: str = Field("", max_length=1000)
-    rollout_percent: float | None = Field(None, ge=0, le=100)
+    rollout_percent: StrictFloat | None = Field(None, ge=0, le=100)
     context_key: str | None = Field(None, max_length=100, description="context attribute hashed "
                                     "for a rollout (default targetingKey)")
     tenant: str | None = Field(None, max_length=80)
-    expected_version: int | None = Field(None, ge=0)
+    expected_version: StrictInt | None = Field(None, ge=0)
 
 
 class ItemPublic(BaseModel):
@@ -182,8 +186,8 @@ class BackupItem(BaseModel):
     tenant: str | None = Field(None, max_length=80)
     namespace: str | None = Field(None, min_length=1, max_length=200)
     value: WrittenValue = Field(description="as exported: a secret's is its Fernet token")
-    is_secret: bool = False
-    version: int | None = None
+    is_secret: StrictBool = False
+    version: StrictInt | None = None
     comment: str | None = Field(None, max_length=1000)
 
 

@@ -80,6 +80,8 @@ def load_table(path: str | Path | pd.DataFrame, *, target: str | None,
         path = Path(path)
         if not path.is_file():
             raise DataError(f"{path}: no such file")
+        if path.stat().st_size == 0:  # DuckDB reads it as one column, "column0", and no rows
+            raise DataError(f"{path}: the file is empty")
         reader = "read_parquet" if path.suffix == ".parquet" else "read_csv"
         source = f"{reader}('" + str(path).replace("'", "''") + "')"
         digest = None

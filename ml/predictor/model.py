@@ -21,7 +21,7 @@ import pandas as pd
 
 from ml.predictor.data import DataError
 from ml.predictor.features import FeatureSpec
-from prioritymax.files import atomic_write_bytes
+from prioritymax.files import atomic_write_bytes, unreadable
 
 FORMAT_VERSION = 2  # 2: one estimator per horizon, a base column, conformal intervals
 #: The forecast's quantiles besides its mean: each from conformal scores (see Interval).
@@ -198,7 +198,7 @@ class PredictorModel:
         try:
             payload = pickle.loads(path.read_bytes())
         except Exception as error:  # a truncated or foreign file raises many kinds of errors
-            raise CheckpointError(f"{path}: not a predictor checkpoint ({error!r})") from None
+            raise CheckpointError(f"{path}: not a predictor checkpoint ({unreadable(path, error)})") from None
         if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
             raise CheckpointError(
                 f"{path}: not a predictor checkpoint of format {FORMAT_VERSION} "

@@ -39,7 +39,7 @@ from ml.sim.config import SimConfig
 from ml.sim.shifts import randomized_mix
 from ml.sim.traffic import RateSeries
 from ml.sim.vec_env import PriorityMaxVecEnv
-from prioritymax.files import atomic_write_bytes
+from prioritymax.files import atomic_write_bytes, unreadable
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +349,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
     except Exception as error:  # truncated zip, foreign pickle, ...: many exception types
-        raise CheckpointError(f"{path}: not a readable PPO checkpoint ({error})") from None
+        raise CheckpointError(f"{path}: not a readable PPO checkpoint ({unreadable(path, error)})") from None
     if not isinstance(payload, dict) or payload.get("kind") != "ppo":
         raise CheckpointError(f"{path}: not a PPO checkpoint")
     if payload.get("format") != CHECKPOINT_FORMAT:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from typing import Annotated
@@ -49,43 +50,76 @@ def _no_constant(name: str):
     raise json.JSONDecodeError(f"{name} is not JSON (RFC 8259 has no NaN or Infinity)", name, 0)
 
 
-def _lone_surrogate(value) -> bool:
-    """Whether a parsed body holds a string (key or value) that is not valid Unicode text: JSON's
-    ``"\\ud800"`` escape parses to a lone surrogate, which no UTF-8 response can carry."""
-    stack = [value]
+#: How deep any request body may nest. Each schema has its own, lower limit where it matters (a
+#: config value: 64); this one only keeps hostile nesting from reaching code that recurses.
+MAX_BODY_DEPTH = 128
+
+
+def _unfit(value) -> str | None:
+    """Why a parsed body cannot be taken, or None. Python's parser accepts three things no JSON
+    response can carry back: a number out of a double's range (``1e400`` reads as infinity), a
+    lone UTF-16 surrogate (``"\\ud800"``), and nesting deep enough to exhaust the stack of
+    whatever walks it later. Each names where it is (``$.items[0].value``)."""
+    stack = [(value, "$", 0)]
     while stack:
-        node = stack.pop()
-        if isinstance(node, str):
-            if not node.isascii():
-                try:
-                    node.encode("utf-8")
-                except UnicodeEncodeError:
-                    return True
-        elif isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
+        node, where, depth = stack.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            return f"{where}: a number out of range (JSON numbers here are finite doubles)"
+        if isinstance(node, str) and not node.isascii() and not _encodable(node):
+            return f"{where}: a lone UTF-16 surrogate (\\ud800-\\udfff) is not text"
+        if isinstance(node, dict | list) and depth >= MAX_BODY_DEPTH:
+            return f"{where}: nested more than {MAX_BODY_DEPTH} levels deep"
+        if isinstance(node, dict):
+            for key, child in node.items():
+                if not key.isascii() and not _encodable(key):
+                    return f"{where}: a key holds a lone UTF-16 surrogate (\\ud800-\\udfff)"
+                stack.append((child, f"{where}.{key}", depth + 1))
         elif isinstance(node, list):
-            stack.extend(node)
-    return False
+            stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(node))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class StrictJSONRequest(Request):
-    """A request whose JSON body may hold neither ``NaN``/``Infinity``/``-Infinity`` nor a lone
-    UTF-16 surrogate (``"\\ud800"``), both of which Python's parser accepts. Let through, each was
-    a 500 further on, found by fuzzing: a 422 that echoes the input cannot be rendered, and once
-    stored, the value made every response that includes it (list, snapshot, backup) fail to
-    serialize. Refused here, before anything echoes or stores them, they are FastAPI's usual 422
-    ``json_invalid``."""
+    """A request whose JSON body holds only what a JSON response can carry back (:func:`_unfit`):
+    no ``NaN``/``Infinity``, no number out of range, no lone surrogate, no hostile nesting.
+    Let through, each was a 500 further on, found by fuzzing: a 422 that echoes the input cannot
+    be rendered, and once stored, the value made every response that includes it (list, snapshot,
+    backup, the WebSocket) fail to serialize. Refused here, before anything echoes or stores them,
+    they are FastAPI's usual 422 ``json_invalid``, with where and why in ``ctx.error``."""
 
     async def json(self):
         if not hasattr(self, "_json"):
             body = await self.body()
-            parsed = json.loads(body, parse_constant=_no_constant)
-            if _lone_surrogate(parsed):
-                raise json.JSONDecodeError("a lone UTF-16 surrogate (\\ud800-\\udfff) is not text",
-                                           "", 0)
+            try:
+                parsed = json.loads(body, parse_constant=_no_constant)
+            except RecursionError:
+                raise json.JSONDecodeError(f"nested more than {MAX_BODY_DEPTH} levels deep", "", 0) from None
+            if (problem := _unfit(parsed)) is not None:
+                raise json.JSONDecodeError(problem, "", 0)
             self._json = parsed
         return self._json
+
+
+def _carries_a_secret(request: StrictJSONRequest) -> bool:
+    """Whether the request's body holds a secret's plaintext (a secret route, or ``is_secret``)."""
+    if request.url.path.startswith("/config/secrets"):
+        return True
+    body = getattr(request, "_json", None)
+    return isinstance(body, dict) and body.get("is_secret") is True
+
+
+def _without_inputs(errors) -> list[dict]:
+    """Validation errors that say where and why but never echo what was sent: a 422 for a secret
+    too long repeated the plaintext to the client and to every log that keeps responses."""
+    return [{k: v for k, v in e.items() if k not in ("input", "ctx")} for e in errors]
 
 
 class TimedRoute(APIRoute):
@@ -113,8 +147,10 @@ class TimedRoute(APIRoute):
             except HTTPException as error:
                 status = error.status_code
                 raise
-            except RequestValidationError:
+            except RequestValidationError as error:
                 status = 422  # counted as a 500 before: it is not an HTTPException
+                if _carries_a_secret(request):
+                    raise RequestValidationError(_without_inputs(error.errors())) from None
                 raise
             finally:
                 self.histogram(request.app).labels(

@@ -22,23 +22,54 @@ router = APIRouter(prefix="/config")
 
 
 @router.websocket("/ws/config")
-async def config_ws(websocket: WebSocket, token: str | None = None, since: int | None = None):
+async def config_ws(websocket: WebSocket, token: str | None = None, since: str | None = None):
     plane = control_plane(websocket.app)
     if not await admit(websocket, plane, token, since):
         return
     await websocket.accept()
-    await serve_subscriber(websocket, plane.hub, since,
-                           lambda: {"type": "hello", "revision": plane.service.revision})
+    with watched(plane, websocket, token):
+        await serve_subscriber(websocket, plane.hub, revision_of(since),
+                               lambda: {"type": "hello", "revision": plane.service.revision})
 
 
-async def admit(websocket: WebSocket, plane: ControlPlane, token: str | None, since: int | None, *,
+@contextlib.contextmanager
+def watched(plane: ControlPlane, websocket: WebSocket, token: str | None):
+    """While inside, the socket is closed with 4401 once its token is revoked (the plane checks
+    open sockets' tokens every second, and at once after a revocation through this API)."""
+    bearer = token or _bearer(websocket)
+    if bearer:
+        plane.watch_socket(websocket, bearer, lambda: websocket.close(code=4401, reason="token revoked"))
+    try:
+        yield
+    finally:
+        plane.unwatch_socket(websocket)
+
+
+def _bearer(websocket: WebSocket) -> str | None:
+    header = websocket.headers.get("authorization", "")
+    return header[7:] if header.lower().startswith("bearer ") else None
+
+
+def revision_of(since: str | int | None) -> int | None:
+    """``?since=`` as a revision: a decimal integer, 0 <= since < 2**63 (bounded above too: a
+    revision past SQLite's INTEGER reached the store as an OverflowError). Taken as a string and
+    checked here, not by FastAPI: its refusal of ``since=abc`` closed the handshake, which a
+    client sees as a bare HTTP 403, indistinguishable from a bad token."""
+    if since is None:
+        return None
+    text = str(since).strip()
+    if not (text.isascii() and text.isdigit()) or int(text) >= 2**63:
+        raise ValueError("since must be an integer, 0 <= since < 2**63")
+    return int(text)
+
+
+async def admit(websocket: WebSocket, plane: ControlPlane, token: str | None, since: str | int | None, *,
                 shared_token: str | None = None) -> bool:
     """Whether a WebSocket may subscribe; if not, it is refused (closed with a code) here. The
     caller is a viewer or above by ``?token=`` or an ``Authorization: Bearer`` header, checked
     against ``plane`` (4401 without a valid token, 4403 below viewer), unless ``?token=`` equals
     ``shared_token``; ``since`` is a revision (4422 otherwise)."""
-    header = websocket.headers.get("authorization", "")
-    bearer = header[7:] if header.lower().startswith("bearer ") else None
+    bearer = _bearer(websocket)
     # Compared as bytes: compare_digest refuses a str that is not ASCII with a TypeError.
     if not (shared_token and token and hmac.compare_digest(token.encode(), shared_token.encode())):
         try:
@@ -46,9 +77,10 @@ async def admit(websocket: WebSocket, plane: ControlPlane, token: str | None, si
         except HTTPException as error:
             await refuse(websocket, 4401 if error.status_code == 401 else 4403, error.detail)
             return False
-    # Bounded above too: a revision past SQLite's INTEGER reached the store as an OverflowError.
-    if since is not None and not 0 <= since < 2**63:
-        await refuse(websocket, 4422, "since must be an integer, 0 <= since < 2**63")
+    try:
+        revision_of(since)
+    except ValueError as error:
+        await refuse(websocket, 4422, str(error))
         return False
     return True
 

@@ -112,6 +112,10 @@ def test_corrupt_checkpoint_is_a_clear_error(home, holdout_metrics):
     result = trainer(home, "evaluate_predictor", "--ckpt", bad, "--data", holdout_metrics)
     assert result.returncode == 1
     assert "not a predictor checkpoint" in result.stderr and "Traceback" not in result.stderr
+    bad.write_bytes(b"")
+    empty = trainer(home, "evaluate_predictor", "--ckpt", bad, "--data", holdout_metrics)
+    assert empty.returncode == 1 and "(the file is empty)" in empty.stderr
+    assert len(empty.stderr.strip().splitlines()) == 1
 
 
 def test_the_seeds_queue_target_stays_available(home, queue_metrics):

@@ -35,6 +35,8 @@ def test_a_trace_loads_with_its_interval(small_trace):
         ("timestamp,requests\n2024-01-01 00:00:00,1\n2024-01-01 00:01:00,\n", "requests",
          "target column 'requests' has 1 empty values"),
         ("timestamp,requests\n", "requests", "has no rows"),
+        ("", "requests", "the file is empty"),
+        ("", None, "the file is empty"),
     ],
 )
 def test_bad_input_names_the_column_and_row(tmp_path, text, target, message):

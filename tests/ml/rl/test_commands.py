@@ -74,7 +74,12 @@ def test_resume_continues_and_a_bad_checkpoint_is_an_error(tmp_path):
     corrupt.write_bytes(b"garbage")
     failed = trainer(home, "eval_rl", "--checkpoint", corrupt)
     assert failed.returncode == 1 and "not a readable PPO checkpoint" in failed.stderr
-    assert "Traceback" not in failed.stderr
+    assert "Traceback" not in failed.stderr and "weights_only" not in failed.stderr
+    corrupt.write_bytes(b"")
+    empty = trainer(home, "eval_rl", "--checkpoint", corrupt)
+    assert empty.returncode == 1 and "(the file is empty)" in empty.stderr
+    for refusal in (failed, empty):  # one line, whatever torch had to say
+        assert len(refusal.stderr.strip().splitlines()) == 1, refusal.stderr
 
 
 def test_registered_promoted_and_archived(tmp_path):

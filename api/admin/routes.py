@@ -1,5 +1,5 @@
-"""``/admin/*``: the models (list, promote, rollback, archive) and training (launch a Dagster job,
-its status, logs, cancel). The seed's ``app/api/admin.py``.
+"""``/admin/*``: the models (list, promote, rollback, archive), token revocation, and training
+(launch a Dagster job, its status, logs, cancel). The seed's ``app/api/admin.py``.
 
 Roles: everything needs an operator; forcing a promotion past its gate and archiving need an admin.
 A promotion or a rollback goes through ``ml.registry`` (the code path of ``pmx models``, with the
@@ -11,20 +11,23 @@ follows: that write is what makes it live.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from api import security
 from api.admin import training
 from api.config.routes.common import TimedRoute, http_errors
 from api.config.service import CONFIG
 from api.deps import Admin, Operator
-from api.security import Role
+from api.security import NAME_LIMIT, Role
 from api.workflows.routes.common import Plane
 from ml import registry
 
 router = APIRouter(prefix="/admin", route_class=TimedRoute, tags=["admin"])
+log = logging.getLogger("api.admin")
 
 ModelName = Annotated[Literal["predictor", "rl_agent"], Path(description="the registered model")]
 JobName = Annotated[Literal[training.TRAINING_JOBS], Path(description="a job of orchestration/jobs.py")]  # type: ignore[valid-type]
@@ -33,14 +36,14 @@ RunId = Annotated[str, Path(max_length=64, pattern=r"^[0-9a-fA-F-]+$")]
 
 class Promotion(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: int = Field(..., ge=1, description="the registry version to make champion")
-    force: bool = Field(False, description="promote without a passed gate (admin only)")
+    version: StrictInt = Field(..., ge=1, description="the registry version to make champion")
+    force: StrictBool = Field(False, description="promote without a passed gate (admin only)")
     reason: str = Field("", max_length=500, description="why, for the audit log")
 
 
 class Archive(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: int = Field(..., ge=1)
+    version: StrictInt = Field(..., ge=1)
 
 
 class Launch(BaseModel):
@@ -107,6 +110,24 @@ async def archive(name: ModelName, body: Archive, caller: Admin) -> dict[str, An
         return await asyncio.to_thread(registry.archive, name, version=body.version, actor=caller.name)
     except registry.RegistryError as error:
         raise registry_errors(error) from None
+
+
+# ----------------------------------------------------------------------------------- tokens
+@router.delete("/tokens/{name}", summary="Revoke the token(s) of that name, refused from the next request",
+               responses={404: {"description": "no token of that name"}})
+async def revoke_token(name: Annotated[str, Path(min_length=1, max_length=NAME_LIMIT)],
+                       caller: Admin) -> dict[str, Any]:
+    """What ``pmx tokens revoke`` does, plus: this replica forgets the token at once and closes
+    its WebSockets with 4401; other replicas refuse it within a second (their token cache) and
+    close its WebSockets at their next check (every second)."""
+    plane = caller.plane
+    count = await asyncio.to_thread(security.revoke_token, plane.engine, name)
+    if not count:
+        raise HTTPException(404, f"no token named {name!r}")
+    plane.forget_token(name)
+    closed = await plane.close_revoked_sockets()
+    log.warning("token %r revoked by %s through the admin API", name, caller.name)
+    return {"name": name, "revoked": count, "websockets_closed": closed}
 
 
 # --------------------------------------------------------------------------------- training

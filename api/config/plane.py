@@ -9,6 +9,7 @@ the seed's ``app.include_router(config.router)`` gets one on its first request, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -29,7 +30,13 @@ log = logging.getLogger("api.config")
 VERIFY_EVERY_S = 300.0
 METRICS_EVERY_S = 60.0
 POLL_EVERY_S = 1.0
-TOKEN_CACHE_S = 5.0
+#: How long a token's lookup is reused: a revocation made elsewhere (another replica, ``pmx tokens
+#: revoke``) is refused here within this time; one made through this replica's API, at once.
+TOKEN_CACHE_S = 1.0
+#: How often open WebSockets' tokens are checked again (a revoked one is closed with 4401).
+SOCKET_CHECK_S = 1.0
+#: How often the audit log is checked for committed changes without their line.
+AUDIT_REPAIR_EVERY_S = 5.0
 
 
 class ControlPlane:
@@ -53,6 +60,8 @@ class ControlPlane:
         self.last_verification: dict[str, Any] | None = None
         self.tasks = BackgroundTasks("config")
         self._tokens: dict[str, tuple[float, tuple[Role, str] | None]] = {}
+        #: Each open WebSocket's token and how to close it (see :meth:`watch_socket`).
+        self._sockets: dict[object, tuple[str, Any]] = {}
         admin = self.settings.admin_token.get_secret_value() if self.settings.admin_token else None
         if ensure_admin_token(self.engine, self.settings.secrets_dir, admin) and not admin:
             log.warning("created the first admin token in %s", self.settings.secrets_dir / "admin.token")
@@ -72,11 +81,43 @@ class ControlPlane:
         self._tokens[token] = (now + TOKEN_CACHE_S, found)
         return found
 
+    def forget_token(self, name: str) -> None:
+        """Drop every cached lookup of the token named ``name`` (just revoked here)."""
+        for token, (_, found) in list(self._tokens.items()):
+            if found is not None and found[1] == name:
+                self._tokens.pop(token, None)
+
+    def watch_socket(self, socket: object, token: str, close) -> None:
+        """Keep checking ``token`` while ``socket`` is open: once it is revoked, ``close()`` (an
+        awaitable factory) is called. Unwatched with :meth:`unwatch_socket`."""
+        self._sockets[socket] = (token, close)
+
+    def unwatch_socket(self, socket: object) -> None:
+        self._sockets.pop(socket, None)
+
+    async def close_revoked_sockets(self) -> int:
+        """Close every watched WebSocket whose token is no longer valid; how many were closed."""
+        revoked = [(socket, close) for socket, (token, close) in list(self._sockets.items())
+                   if self.lookup_token(token) is None]
+        for socket, close in revoked:
+            self._sockets.pop(socket, None)
+            with contextlib.suppress(Exception):  # already gone: nothing to close
+                await close()
+        return len(revoked)
+
+    async def _check_sockets_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SOCKET_CHECK_S)
+            await self.close_revoked_sockets()
+
     # ------------------------------------------------------------------------------ loops
     def start_background(self) -> bool:
         """Verification every 5 minutes, the poll for other replicas' changes and, with
-        REDIS_URL, their pokes over Redis. False when already running."""
+        REDIS_URL, their pokes over Redis; revoked tokens' WebSockets closed within a second.
+        False when already running."""
         started = self.tasks.start("verify", self._verify_forever)
+        self.tasks.start("sockets", self._check_sockets_forever)
+        self.tasks.start("audit", self._repair_audit_forever)
         self.tasks.start("poll", lambda: self.hub.poll_forever(POLL_EVERY_S))
         if self.fanout is not None:
             self.tasks.start("fanout", self.fanout.run)
@@ -90,6 +131,16 @@ class ControlPlane:
         """Stop the loops and close the audit log (a later write reopens it)."""
         await self.tasks.stop()
         self.service.close()
+
+    async def _repair_audit_forever(self) -> None:
+        """At start (a change of a process killed before its audit line) and every few seconds
+        (one killed on another replica)."""
+        while True:
+            try:
+                await asyncio.to_thread(self.service.repair_audit)
+            except Exception:  # a busy or unreachable store: try again next time
+                log.exception("audit repair failed")
+            await asyncio.sleep(AUDIT_REPAIR_EVERY_S)
 
     async def _verify_forever(self) -> None:
         while True:

@@ -3,7 +3,8 @@ secrets, rotation, verification, cleanup, backups.
 
 Every change is one transaction that writes the new version, updates the current item and
 appends an event whose autoincrement ``revision`` orders it among all changes of all replicas;
-an audit line follows the commit. Readers use :attr:`ConfigService.snapshot`, the public view of
+an audit line follows the commit (and is rebuilt from those rows if the process died before
+writing it: ``api.config.audit``). Readers use :attr:`ConfigService.snapshot`, the public view of
 every current item, which :meth:`ConfigService.catch_up` advances from the event log in revision
 order (after each local write, on a poke from another replica, or on a timer), so a replica only
 ever moves forward through the same sequence of states. Secret values never leave this module
@@ -27,6 +28,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from api.config import audit as audit_log
 from api.config import flags
 from api.config.keyring import Keyring
 from api.db import GLOBAL, config_events, config_items, config_versions
@@ -469,7 +471,7 @@ class ConfigService:
             _serialize_writers(conn)
             revision = conn.execute(insert(config_events).values(
                 type=type_, kind="system", key="*", tenant=GLOBAL, version=None,
-                payload={"details": details}, at=time.time())).inserted_primary_key[0]
+                payload={"details": details, "actor": actor}, at=time.time())).inserted_primary_key[0]
         self.audit(type_, actor, revision=revision, **details)
         self._committed(revision)
         self.catch_up()
@@ -486,6 +488,13 @@ class ConfigService:
 
     def audit(self, operation: str, actor: str, **details: Any) -> None:
         self._audit.append({"at": time.time(), "operation": operation, "actor": actor, **details})
+
+    def repair_audit(self) -> int:
+        """Append the audit line of any settled committed change the audit log lacks (its process
+        was killed between the commit and the line: ``api.config.audit``); how many."""
+        with self.engine.begin() as conn:
+            _serialize_writers(conn)  # one repairer at a time, among all replicas
+            return audit_log.repair(conn, self.audit_path, self._audit.append)
 
     def close(self) -> None:
         """Close the audit log's file; a later line reopens it."""

@@ -58,13 +58,16 @@ class Server:
         return self.url.replace("http://", "ws://") + "/config/ws/config"
 
 
-def start_server(home: Path, extra_env: dict[str, str] | None = None, port: int | None = None) -> Server:
+def start_server(home: Path, extra_env: dict[str, str] | None = None, port: int | None = None,
+                 roles: tuple[str, ...] = ("operator", "viewer")) -> Server:
+    """uvicorn on loopback with ``home`` as its data home, a token made (``pmx tokens create``)
+    for each of ``roles`` besides the admin's; returns once /config/health answers."""
     port = port or free_port()
     env = {**os.environ, "PRIORITYMAX_HOME": str(home), "PRIORITYMAX_ADMIN_TOKEN": ADMIN_TOKEN,
            **(extra_env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     tokens = {"admin": ADMIN_TOKEN}
-    for role in ("operator", "viewer"):
+    for role in roles:
         made = subprocess.run([sys.executable, "-m", "prioritymax.cli", "tokens", "create",
                                "--role", role, "--name", f"test-{role}"], env=env, cwd=REPO_ROOT,
                               capture_output=True, text=True, check=True)

@@ -16,6 +16,7 @@ MINIMUM = {
     ("POST", "/admin/models/{name}/promote"): OPERATOR,
     ("POST", "/admin/models/{name}/rollback"): OPERATOR,
     ("POST", "/admin/models/{name}/archive"): ADMIN,
+    ("DELETE", "/admin/tokens/{name}"): ADMIN,
     ("GET", "/admin/training/jobs"): OPERATOR,
     ("POST", "/admin/training/{job}"): OPERATOR,
     ("GET", "/admin/training/runs"): OPERATOR,
@@ -33,6 +34,7 @@ EXPECTED = {
     ("POST", "/admin/models/{name}/promote"): 404,
     ("POST", "/admin/models/{name}/rollback"): 409,
     ("POST", "/admin/models/{name}/archive"): 404,
+    ("DELETE", "/admin/tokens/{name}"): 404,  # no token named rl_agent
     ("GET", "/admin/training/jobs"): 200,
     ("POST", "/admin/training/{job}"): 503,
     ("GET", "/admin/training/runs"): 200,
@@ -75,5 +77,8 @@ def test_bad_admin_input_is_a_422(server):
         assert admin.post("/admin/models/nope/promote", json={"version": 1}).status_code == 422
         assert admin.post("/admin/models/rl_agent/promote", json={"version": 0}).status_code == 422
         assert admin.post("/admin/models/rl_agent/promote", json={"version": "x"}).status_code == 422
+        assert admin.post("/admin/models/rl_agent/promote", json={"version": "3"}).status_code == 422
+        assert admin.post("/admin/models/rl_agent/promote",
+                          json={"version": 3, "force": "yes"}).status_code == 422
         assert admin.post("/admin/training/not_a_job", json={}).status_code == 422
         assert admin.get("/admin/training/runs/not-hex!").status_code == 422

@@ -92,6 +92,14 @@ class Settings(BaseSettings):
     workflow_maintenance_interval: int = Field(
         120, ge=1, validation_alias=_env("WORKFLOW_MAINTENANCE_INTERVAL")
     )
+    #: A run's lease (DESIGN.md decision 10): the process executing it renews it every
+    #: ``workflow_lease_renew_seconds``; one not renewed for ``workflow_lease_seconds`` is reclaimed.
+    workflow_lease_seconds: float = Field(
+        15.0, gt=0, validation_alias=_env("PRIORITYMAX_WORKFLOW_LEASE_SECONDS")
+    )
+    workflow_lease_renew_seconds: float = Field(
+        5.0, gt=0, validation_alias=_env("PRIORITYMAX_WORKFLOW_LEASE_RENEW_SECONDS")
+    )
     #: Module prefixes a python task may import (``workflows`` allows ``workflows`` and
     #: ``workflows.*``). Comma-separated in the environment.
     workflow_python_modules: str = Field(

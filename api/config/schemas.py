@@ -16,7 +16,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, S
 MAX_VALUE_DEPTH = 64
 
 
-def _shallow(value: Any) -> Any:
+def shallow(value: Any) -> Any:
+    """``value``, refused (ValueError) when its lists and objects nest past MAX_VALUE_DEPTH."""
     stack = [(value, 1)]
     while stack:
         node, depth = stack.pop()
@@ -31,7 +32,7 @@ def _shallow(value: Any) -> Any:
 
 JSONValue = Any
 #: A value as written: any JSON, at most :data:`MAX_VALUE_DEPTH` levels deep.
-WrittenValue = Annotated[Any, AfterValidator(_shallow)]
+WrittenValue = Annotated[Any, AfterValidator(shallow)]
 
 
 class ConfigWrite(BaseModel):

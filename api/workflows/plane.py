@@ -91,6 +91,7 @@ class WorkflowsPlane:
         # Open the Dagster instance now, not on the first run.
         self.tasks.start("warm", lambda: asyncio.to_thread(lambda: self.runner.instance))
         self.tasks.start("poll", lambda: self.hub.poll_forever(POLL_EVERY_S))
+        self.tasks.start("reclaim", self._reclaim_at_start)
         self.tasks.start("maintenance", self._maintain_forever)
         if self.fanout is not None:
             self.tasks.start("fanout", self.fanout.run)
@@ -100,6 +101,13 @@ class WorkflowsPlane:
         await asyncio.to_thread(self.runner.shutdown)
         self.tracing.shutdown()
         self._loop = None
+
+    async def _reclaim_at_start(self) -> None:
+        """Runs left behind by a process that died (this API's previous life, or a replica)."""
+        try:
+            await asyncio.to_thread(self.reclaim)
+        except Exception:
+            log.exception("reclaiming workflow runs at start-up failed")
 
     async def _maintain_forever(self) -> None:
         while True:
@@ -111,8 +119,10 @@ class WorkflowsPlane:
 
     # ------------------------------------------------------------------------ maintenance
     async def maintain(self, now: float | None = None) -> dict[str, Any]:
-        """SLA checks (per workflow and node) and retention. Returns what it did."""
-        now = now or time.time()
+        """Reclaiming orphaned runs, SLA checks (per workflow and node) and retention. Returns what
+        it did."""
+        reclaimed = await asyncio.to_thread(self.reclaim)
+        now = now or time.time()  # after the reclaim, so the SLA checks measure up to this moment
         violations = await asyncio.to_thread(self.check_slas, now)
         for violation in violations:
             where = f" node {violation['node_id']}" if violation.get("node_id") else ""
@@ -120,10 +130,20 @@ class WorkflowsPlane:
                              f"{violation['run_id']}{where} took {violation['elapsed_seconds']:.1f} s "
                              f"(SLA {violation['sla_seconds']} s)")
         cleaned = await asyncio.to_thread(self.cleanup, now, "maintenance")
-        self.last_maintenance = {"at": now, "sla_violations": len(violations), **cleaned}
+        self.last_maintenance = {"at": now, "sla_violations": len(violations), **reclaimed, **cleaned}
         if violations:
             self.report({"action": "maintenance", **self.last_maintenance})
         return self.last_maintenance
+
+    def reclaim(self) -> dict[str, int]:
+        """Take over the runs whose process stopped renewing their lease (DESIGN.md decision 10):
+        running ones end FAILED "interrupted", queued ones start here. Audited when it found any."""
+        done = self.runner.reclaim()
+        if done["interrupted"] or done["adopted"]:
+            record = {"action": "reclaim", "owner": self.runner.owner, **done}
+            self.store.audit(record)
+            self.report(record)
+        return {"runs_interrupted": len(done["interrupted"]), "runs_adopted": len(done["adopted"])}
 
     def cleanup(self, now: float | None = None, actor: str = "maintenance") -> dict[str, Any]:
         days = self.settings.workflow_retention_days
@@ -188,10 +208,12 @@ class WorkflowsPlane:
         await post_slack_async(text, source="workflows", settings=self.settings)
 
     def health(self) -> dict[str, Any]:
+        """Open to probes without a token, so nothing here says where things are on the server
+        (the Dagster home's path was: a map of the filesystem for anyone who can reach the port)."""
         return {"ok": True, "uptime_seconds": int(time.time() - self.started_at),
                 "runs_active": self.store.count_active(), "ws_connections": self.hub.connections,
                 "max_concurrent_runs": self.settings.workflow_max_concurrent_runs,
-                "dagster_home": str(self.settings.dagster_home), "tracing": self.tracing.enabled,
+                "tracing": self.tracing.enabled,
                 "redis_fanout": self.fanout is not None and self.fanout.subscribed,
                 "last_maintenance": self.last_maintenance}
 

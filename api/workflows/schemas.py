@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
-from orchestration.workflows.spec import TaskTemplate
+from api.config.schemas import MAX_VALUE_DEPTH, shallow
+from orchestration.workflows.spec import MAX_SPEC_BYTES, TaskTemplate
 
 TEMPLATE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$"
+
+
+def _bounded(variables: dict[str, Any]) -> dict[str, Any]:
+    """Run variables are stored with the run and sent with its events: no larger than a spec may
+    be (10 MB were accepted, and copied into every event of the run)."""
+    size = len(json.dumps(variables))
+    if size > MAX_SPEC_BYTES:
+        raise ValueError(f"input_variables are {size} bytes of JSON; at most {MAX_SPEC_BYTES}")
+    return variables
 
 
 class RunStart(BaseModel):
     model_config = ConfigDict(extra="forbid")
     workflow_id: str = Field(..., min_length=1, max_length=64)
-    version: int | None = Field(None, ge=1, le=2**31 - 1, description="default: the latest version")
-    input_variables: dict[str, Any] = Field(default_factory=dict)
+    version: StrictInt | None = Field(None, ge=1, le=2**31 - 1, description="default: the latest version")
+    input_variables: Annotated[dict[str, Any], AfterValidator(shallow), AfterValidator(_bounded)] = Field(
+        default_factory=dict, description=f"at most {MAX_SPEC_BYTES // 1024} KiB of JSON, "
+                                          f"{MAX_VALUE_DEPTH} levels deep, as a spec")
 
 
 class TemplateCreate(BaseModel):

@@ -17,6 +17,8 @@ and every op passes one *state* downstream: ``{"variables": {...}, "results": {n
 
 Ops report to the ``workflow`` resource (:class:`orchestration.workflows.runtime.WorkflowRecorder`):
 node_start, node_end (status, duration, attempt, result or error), node_retry (error, delay).
+A node that a resumed run reuses (:meth:`WorkflowRecorder.reused`) is not executed: its recorded
+result and switch branch flow on, and its events carry ``reused_from``.
 """
 
 from __future__ import annotations
@@ -165,13 +167,18 @@ class _Compiler:
             if config_schema is not None:
                 state["variables"] = {**defaults, **(context.op_config or {}).get("variables", {})}
             header = {**base, "run_id": run_id}
+            reused = recorder.reused(run_id, event_id)
+            if reused is not None:
+                yield _reuse(recorder, header, state, reused, node.type)
+                return
             cancel = recorder.cancel_event(run_id)
             started = time.time()
             recorder.emit({**header, "type": "node_start", "attempt": attempt, "at": started})
             try:
                 if cancel.is_set():
                     raise executors.Cancelled(f"run {run_id} was cancelled")
-                result, chosen = run_node(state, {**header, "attempt": attempt}, cancel, recorder.settings)
+                meta = {**header, "attempt": attempt, "root_run_id": recorder.root_run_id(run_id)}
+                result, chosen = run_node(state, meta, cancel, recorder.settings)
             except Exception as error:
                 finished = time.time()
                 cancelled = isinstance(error, executors.Cancelled)
@@ -233,6 +240,20 @@ class _Compiler:
                 return {"chosen": default.target, "condition": "default"}, default.target
             return switch
         return lambda state, meta, cancel, settings: (None, None)  # start, end, parallel, join
+
+
+def _reuse(recorder, header: dict, state: dict, reused: dict, node_type: str) -> dg.Output:
+    """A node a resumed run completed before: its recorded result goes into the state and its
+    recorded switch branch is taken, without executing it again (no side effect repeats). Its
+    node_start/node_end pair says ``reused_from``, the run that executed it."""
+    at = time.time()
+    mark = {**header, "attempt": 1, "reused_from": reused["reused_from"]}
+    recorder.emit({**mark, "type": "node_start", "at": at})
+    if "result" in reused:
+        state["results"][header["node_id"]] = reused["result"]
+    recorder.emit({**mark, "type": "node_end", "at": at, "status": "COMPLETED", "duration_ms": 0.0,
+                   **{k: reused[k] for k in ("result", "chosen") if k in reused}})
+    return dg.Output(state, f"to_{reused['chosen']}" if node_type == "switch" else "result")
 
 
 def _backoff(name: str) -> dg.Backoff:

@@ -13,6 +13,7 @@ set; ``timeout_seconds`` may be None). The result is JSON-serializable (see *Res
 workflow_id   the workflow's id
 version       the workflow version the run executes
 run_id        the run's id (the Dagster run id)
+root_run_id   the first run of its resume chain (the run itself unless it resumes another)
 node_id       the node being executed (used in error messages and container/job names)
 attempt       1-based attempt number (1 + the Dagster retry number)
 variables     dict: the run's variables (spec defaults overridden by the run's input variables)
@@ -36,6 +37,9 @@ Executors and their ``config`` keys:
   string is sent as-is; any other ``body`` is sent as JSON; without ``body`` the payload is sent as JSON
   for POST/PUT/PATCH and nothing for the other methods. Redirects are not followed (a 3xx is a result), so
   a redirect cannot leave the host allowlist.
+  Every request carries an ``Idempotency-Key`` header (unless ``headers`` sets one):
+  :func:`idempotency_key` of the run's root run id and the node id, the same for every attempt of
+  the node and for its call in a resumed run, so a receiver can recognise a repeated side effect.
   Result: ``{"status_code": int, "body": JSON or text, "elapsed_ms": float}`` -- ``body`` is parsed
   JSON when the response's content type says JSON, else text; at most 64 KiB of the body is read, and a
   cut body is returned as text with ``"truncated": True`` added. A status >= 400 raises
@@ -89,6 +93,7 @@ import shutil
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -110,6 +115,7 @@ __all__ = [
     "fill_template",
     "host_allowed",
     "host_matches",
+    "idempotency_key",
     "job_manifest",
     "module_allowed",
     "resolve_callable",
@@ -133,6 +139,8 @@ _BODY_METHODS = ("POST", "PUT", "PATCH")
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _FUNCTION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _PLACEHOLDER_RE = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: The namespace of :func:`idempotency_key`'s UUIDs.
+_IDEMPOTENCY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://prioritymax/workflows/idempotency-key")
 
 
 class ExecutorError(Exception):
@@ -486,11 +494,26 @@ def _has_header(headers: dict[str, str], name: str) -> bool:
     return any(k.lower() == name for k in headers)
 
 
+def idempotency_key(root_run_id: str, node_id: str) -> str:
+    """The ``Idempotency-Key`` of a node's http call: a UUID5 of (root run id, node id). Neither
+    the attempt nor the resumed run's own id enters it, so a retry, or the same node executed again
+    when a run is resumed, sends the key of the first call and a receiver can deduplicate it."""
+    return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{root_run_id}\n{node_id}"))
+
+
+def _with_idempotency_key(headers: dict[str, str], meta: Mapping[str, Any]) -> dict[str, str]:
+    """``headers`` plus the node's key, when the node belongs to a run and none is set already."""
+    run_id = meta.get("root_run_id") or meta.get("run_id")
+    if run_id and "node_id" in meta and not _has_header(headers, "idempotency-key"):
+        headers["Idempotency-Key"] = idempotency_key(str(run_id), str(meta["node_id"]))
+    return headers
+
+
 def _run_http(config, payload, meta, timeout, settings, cancel, *, executor: str = "http") -> Any:
     node = str(meta.get("node_id", "?"))
     url = check_url(config.get("url"), settings.workflow_url_hosts, executor)
     method = _method(config)
-    headers = _headers(config, executor)
+    headers = _with_idempotency_key(_headers(config, executor), meta)
     content: bytes | None = None
     if "body" in config and config["body"] is not None:
         body = config["body"]

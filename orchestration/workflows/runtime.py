@@ -31,7 +31,26 @@ class WorkflowRecorder:
         self.hooks: list[Callable[[dict[str, Any]], None]] = []
         self._cancel: dict[str, threading.Event] = {}
         self._started: set[str] = set()
+        #: run_id -> (root run id, node_id -> what it reuses): set for a resumed run by the runner.
+        self._lineage: dict[str, tuple[str, dict[str, dict]]] = {}
         self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------------------- lineage
+    def prepare(self, run_id: str, root_run_id: str, reused: dict[str, dict]) -> None:
+        """What a resumed run's ops need: the root run id (idempotency keys) and the completed
+        nodes of the run it resumes (their outputs are reused, not recomputed)."""
+        with self._lock:
+            self._lineage[run_id] = (root_run_id, reused)
+
+    def root_run_id(self, run_id: str) -> str:
+        """The first run of a resume chain; a run that resumes nothing is its own root."""
+        with self._lock:
+            return self._lineage.get(run_id, (run_id, {}))[0]
+
+    def reused(self, run_id: str, node_id: str) -> dict | None:
+        """The recorded output of ``node_id`` when this run reuses it, else None."""
+        with self._lock:
+            return self._lineage.get(run_id, (run_id, {}))[1].get(node_id)
 
     # ------------------------------------------------------------------------- cancellation
     def cancel_event(self, run_id: str) -> threading.Event:
@@ -41,10 +60,21 @@ class WorkflowRecorder:
     def cancel(self, run_id: str) -> None:
         self.cancel_event(run_id).set()
 
+    def stop(self, run_id: str) -> bool:
+        """Cancel a run that is going on here (set up and not yet forgotten); False otherwise, and
+        nothing is left behind for a run already over."""
+        with self._lock:
+            event = self._cancel.get(run_id)
+        if event is None:
+            return False
+        event.set()
+        return True
+
     def forget(self, run_id: str) -> None:
         with self._lock:
             self._cancel.pop(run_id, None)
             self._started.discard(run_id)
+            self._lineage.pop(run_id, None)
 
     # ------------------------------------------------------------------------------- events
     def emit(self, event: dict[str, Any]) -> dict[str, Any]:

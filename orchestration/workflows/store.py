@@ -8,6 +8,13 @@ processes: the WebSocket resumes from it (``?since=``) and replay reads it back.
 
 Every event is also appended to the run's own JSONL log (``logs/runs/<run_id>.jsonl``, the seed's
 per-run log) and to ``logs/workflows_audit.jsonl``; definition changes are audited there too.
+
+Runs survive their process (DESIGN.md decision 10): a run the API queued or executes holds a row in
+``workflow_leases`` (owner, renewed_at, expires_at) from its creation to its end event, renewed by
+its process; a run whose lease lapsed (or an API run with none: one from before leases) is an
+*orphan* that another process reclaims. Resumed runs name their parent and root in
+``workflow_run_lineage``. Both are tables of their own, so an existing database gains them with
+``create_all`` and needs no migration of ``workflow_runs``.
 """
 
 from __future__ import annotations
@@ -26,13 +33,16 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    and_,
     delete,
     func,
     insert,
+    or_,
     select,
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from api.db import engine_for, metadata, reader_for
 from prioritymax.files import AppendLog, append_jsonl
@@ -98,10 +108,29 @@ workflow_events = Table(
     sqlite_autoincrement=True,
 )
 
+workflow_leases = Table(
+    "workflow_leases", metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("owner", String(120), nullable=False),
+    Column("renewed_at", Float, nullable=False),  # the owner's last heartbeat
+    Column("expires_at", Float, nullable=False, index=True),
+)
+
+workflow_run_lineage = Table(
+    "workflow_run_lineage", metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("parent_run_id", String(64), nullable=False, index=True),
+    Column("root_run_id", String(64), nullable=False, index=True),
+)
+
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"
 FINISHED = (COMPLETED, FAILED, CANCELLED)
 #: Run events that end a run, and the status each leaves.
 RUN_END = {"run_completed": COMPLETED, "run_failed": FAILED, "run_cancelled": CANCELLED}
+#: The error of a run reclaimed after its process stopped (it starts every such error).
+INTERRUPTED = "interrupted"
+#: The actor of runs launched from Dagster: its run monitoring and our sensor close them, not leases.
+DAGSTER_ACTOR = "dagster"
 
 
 class WorkflowStore:
@@ -257,12 +286,22 @@ class WorkflowStore:
 
     # ---------------------------------------------------------------------------------- runs
     def create_run(self, run_id: str, workflow_id: str, version: int, job_name: str, variables: dict,
-                   actor: str) -> dict:
+                   actor: str, *, owner: str | None = None, lease_seconds: float = 0.0,
+                   parent_run_id: str | None = None, root_run_id: str | None = None) -> dict:
+        """Record a run PENDING. With ``owner``, its lease is taken in the same transaction, so no
+        moment exists where the run is active and unleased (which would read as an orphan)."""
+        now = time.time()
         with self.engine.begin() as conn:
             conn.execute(insert(workflow_runs).values(
                 run_id=run_id, workflow_id=workflow_id, version=version, job_name=job_name, status=PENDING,
-                input_variables=variables, results={}, error=None, actor=actor, created_at=time.time(),
+                input_variables=variables, results={}, error=None, actor=actor, created_at=now,
                 sla_checked=False))
+            if owner is not None:
+                conn.execute(insert(workflow_leases).values(
+                    run_id=run_id, owner=owner, renewed_at=now, expires_at=now + lease_seconds))
+            if parent_run_id is not None:
+                conn.execute(insert(workflow_run_lineage).values(
+                    run_id=run_id, parent_run_id=parent_run_id, root_run_id=root_run_id or parent_run_id))
         return self.run(run_id)
 
     def ensure_run(self, run_id: str, workflow_id: str, version: int, job_name: str, variables: dict) -> None:
@@ -278,12 +317,12 @@ class WorkflowStore:
 
     def run(self, run_id: str) -> dict | None:
         with self.reader.connect() as conn:
-            row = conn.execute(select(workflow_runs).where(workflow_runs.c.run_id == run_id)).first()
+            row = conn.execute(_runs_query().where(workflow_runs.c.run_id == run_id)).first()
         return _run_dict(row) if row else None
 
     def runs(self, workflow_id: str | None = None, status: str | tuple[str, ...] | None = None,
              limit: int = 100, actor: str | None = None) -> list[dict]:
-        query = select(workflow_runs).order_by(workflow_runs.c.created_at.desc()).limit(limit)
+        query = _runs_query().order_by(workflow_runs.c.created_at.desc()).limit(limit)
         if workflow_id:
             query = query.where(workflow_runs.c.workflow_id == workflow_id)
         if status:
@@ -302,8 +341,100 @@ class WorkflowStore:
     def unchecked_runs(self) -> list[dict]:
         """Runs the SLA check has not yet closed: active ones, and finished ones not yet checked."""
         with self.reader.connect() as conn:
-            rows = conn.execute(select(workflow_runs).where(workflow_runs.c.sla_checked.is_(False))).all()
+            rows = conn.execute(_runs_query().where(workflow_runs.c.sla_checked.is_(False))).all()
         return [_run_dict(r) for r in rows]
+
+    # -------------------------------------------------------------------------------- leases
+    def renew_leases(self, owner: str, run_ids: list[str], lease_seconds: float) -> set[str]:
+        """Push the leases ``owner`` holds on ``run_ids`` ``lease_seconds`` ahead; returns the ids
+        still held. One missing was taken over (its run reclaimed while this process stalled) or
+        ended."""
+        if not run_ids:
+            return set()
+        now = time.time()
+        held = and_(workflow_leases.c.run_id.in_(run_ids), workflow_leases.c.owner == owner)
+        with self.engine.begin() as conn:
+            conn.execute(update(workflow_leases).where(held)
+                         .values(renewed_at=now, expires_at=now + lease_seconds))
+            return {r.run_id for r in conn.execute(select(workflow_leases.c.run_id).where(held))}
+
+    def holds_lease(self, run_id: str, owner: str) -> bool:
+        with self.reader.connect() as conn:
+            return conn.execute(select(workflow_leases.c.run_id).where(
+                workflow_leases.c.run_id == run_id, workflow_leases.c.owner == owner)).first() is not None
+
+    def lease(self, run_id: str) -> dict | None:
+        with self.reader.connect() as conn:
+            row = conn.execute(select(workflow_leases).where(workflow_leases.c.run_id == run_id)).first()
+        return dict(row._mapping) if row else None
+
+    def orphaned_runs(self, now: float | None = None, run_id: str | None = None) -> list[dict]:
+        """Active runs nobody executes (only ``run_id`` when given): their lease expired before
+        ``now``, or an API run has none (recorded before leases existed). Runs launched from Dagster
+        are Dagster's to monitor."""
+        now = time.time() if now is None else now
+        lapsed = or_(workflow_leases.c.expires_at < now,
+                     and_(workflow_leases.c.run_id.is_(None), workflow_runs.c.actor != DAGSTER_ACTOR))
+        query = (_runs_query().outerjoin(workflow_leases, workflow_leases.c.run_id == workflow_runs.c.run_id)
+                 .where(workflow_runs.c.status.in_((PENDING, RUNNING)), lapsed)
+                 .order_by(workflow_runs.c.created_at))
+        if run_id is not None:
+            query = query.where(workflow_runs.c.run_id == run_id)
+        with self.reader.connect() as conn:
+            return [_run_dict(r) for r in conn.execute(query)]
+
+    def take_lease(self, run_id: str, owner: str, lease_seconds: float, now: float | None = None) -> bool:
+        """Take an orphan's lease; False when it is not one any more (renewed, taken by another
+        process first, or ended). The one conditional UPDATE (or INSERT) is what makes two
+        reclaiming replicas agree on who acts."""
+        now = time.time() if now is None else now
+        values = {"owner": owner, "renewed_at": now, "expires_at": now + lease_seconds}
+        with self.engine.begin() as conn:
+            taken = conn.execute(update(workflow_leases).where(
+                workflow_leases.c.run_id == run_id, workflow_leases.c.expires_at < now).values(**values))
+            if not taken.rowcount:
+                if conn.execute(select(workflow_leases.c.run_id)
+                                .where(workflow_leases.c.run_id == run_id)).first():
+                    return False
+                try:
+                    with conn.begin_nested():
+                        conn.execute(insert(workflow_leases).values(run_id=run_id, **values))
+                except IntegrityError:
+                    return False
+            status = conn.execute(select(workflow_runs.c.status)
+                                  .where(workflow_runs.c.run_id == run_id)).scalar()
+            if status not in (PENDING, RUNNING):  # it ended meanwhile: leave no lease behind
+                conn.execute(delete(workflow_leases).where(workflow_leases.c.run_id == run_id))
+                return False
+        return True
+
+    def release_lease(self, run_id: str, owner: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(workflow_leases).where(workflow_leases.c.run_id == run_id,
+                                                       workflow_leases.c.owner == owner))
+
+    def unfinished_nodes(self, run_id: str) -> list[dict]:
+        """The node_start events of a run with no node_end for the same attempt: the nodes that were
+        executing when its process stopped."""
+        open_: dict[tuple, dict] = {}
+        for event in self.run_events(run_id):
+            key = (event.get("node_id"), event.get("attempt"))
+            if event["type"] == "node_start":
+                open_[key] = event
+            elif event["type"] == "node_end":
+                open_.pop(key, None)
+        return list(open_.values())
+
+    def completed_nodes(self, run_id: str) -> dict[str, dict]:
+        """node_id -> what a resumed run reuses of each node the run completed: its ``result`` (when
+        it had one), a switch's ``chosen`` branch, and ``reused_from``, the run that executed it."""
+        done: dict[str, dict] = {}
+        for event in self.run_events(run_id):
+            if event["type"] == "node_end" and event.get("status") == COMPLETED:
+                done[event["node_id"]] = {
+                    **{k: event[k] for k in ("result", "chosen") if k in event},
+                    "reused_from": event.get("reused_from") or run_id}
+        return done
 
     def mark_sla_checked(self, run_id: str) -> None:
         with self.engine.begin() as conn:
@@ -320,6 +451,8 @@ class WorkflowStore:
             if status is not None:
                 conn.execute(_status_update(event["run_id"], status, event["at"], event.get("error"),
                                             results))
+            if status in FINISHED:  # an ended run is nobody's to renew or reclaim
+                conn.execute(delete(workflow_leases).where(workflow_leases.c.run_id == event["run_id"]))
             seq = conn.execute(insert(workflow_events).values(
                 run_id=event["run_id"], type=event["type"], node_id=event.get("node_id"), event=event,
                 at=event["at"])).inserted_primary_key[0]
@@ -387,6 +520,7 @@ class WorkflowStore:
                 chunk = ids[start:start + 500]
                 gone = conn.execute(delete(workflow_events).where(workflow_events.c.run_id.in_(chunk)))
                 events += gone.rowcount
+                conn.execute(delete(workflow_run_lineage).where(workflow_run_lineage.c.run_id.in_(chunk)))
                 conn.execute(delete(workflow_runs).where(workflow_runs.c.run_id.in_(chunk)))
         for run_id in ids:
             self.run_log_path(run_id).unlink(missing_ok=True)
@@ -420,10 +554,18 @@ def _status_update(run_id: str, status: str, at: float, error: str | None = None
     return query.values(**values)
 
 
+def _runs_query():
+    """Run records with their lineage (None for a run that resumes nothing)."""
+    return (select(workflow_runs, workflow_run_lineage.c.parent_run_id, workflow_run_lineage.c.root_run_id)
+            .select_from(workflow_runs.outerjoin(
+                workflow_run_lineage, workflow_run_lineage.c.run_id == workflow_runs.c.run_id)))
+
+
 def _run_dict(row) -> dict[str, Any]:
     return {"run_id": row.run_id, "workflow_id": row.workflow_id, "version": row.version,
             "job_name": row.job_name, "status": row.status, "input_variables": row.input_variables,
             "results": row.results, "error": row.error, "actor": row.actor, "created_at": row.created_at,
             "started_at": row.started_at, "finished_at": row.finished_at,
             "duration_seconds": (row.finished_at - row.started_at)
-            if row.finished_at and row.started_at else None}
+            if row.finished_at and row.started_at else None,
+            "parent_run_id": row.parent_run_id, "root_run_id": row.root_run_id or row.run_id}

@@ -9,6 +9,7 @@ slept for), so every cycle kills a server in the middle of writing."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -127,6 +128,11 @@ def test_kill_9_during_concurrent_writes_loses_nothing_and_misses_no_audit_line(
     wrong = [(r, counts[r]) for r in revisions if counts[r] != 1]
     assert not wrong, f"revisions without exactly one audit line (revision, lines): {wrong[:10]}"
     assert not set(counts) - set(revisions), "audit lines for changes that never committed"
+    repaired = sum('"repaired": true' in line for line in
+                   (home / "logs" / "config_audit.jsonl").read_text().splitlines())
+    logging.getLogger(__name__).info(
+        "chaos: %d kill -9 cycles, %d acknowledged writes, 0 lost, %d revisions, 0 gaps, %d audit lines "
+        "repaired, 0 missing", CYCLES, len(acknowledged), len(revisions), repaired)
 
 
 def test_a_change_whose_audit_line_was_lost_gets_it_back(tmp_path):

@@ -92,7 +92,7 @@ def test_the_seed_integration_serves_health_status_and_writes(seed_server):
         time.sleep(0.1)
     assert loops["first"] == [True, True]
     assert loops["second"] == [False, False]  # idempotent: nothing started twice
-    assert loops["tasks"] == ["metrics", "poll", "verify"]
+    assert loops["tasks"] == ["audit", "metrics", "poll", "sockets", "verify"]
     assert loops["verified"] is True  # the verification loop ran its first pass
 
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

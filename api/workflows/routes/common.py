@@ -9,7 +9,8 @@ from fastapi import Depends, HTTPException, Request
 
 from api.config.routes.common import TimedRoute
 from api.workflows.plane import WorkflowsPlane, workflows_plane
-from orchestration.workflows.spec import WorkflowSpec
+from orchestration.workflows.executors import config_problems
+from orchestration.workflows.spec import EXECUTORS, TaskTemplate, WorkflowSpec
 from orchestration.workflows.validate import Problem, parse_spec, validate_spec
 
 
@@ -41,6 +42,18 @@ def problems_of(plane: WorkflowsPlane, raw: Any,
                              url_hosts=settings.workflow_url_hosts,
                              default_executor=settings.workflow_executor_default, workflow_id=workflow_id)
     return spec, problems
+
+
+def template_problems(plane: WorkflowsPlane, template: TaskTemplate) -> list[str]:
+    """What a stored template's executor would refuse, checked as a spec's task is (executor and
+    module allowlists, URL schemes and hosts): a template is run by every node that names it, so
+    it is refused when stored, not when a run reaches it."""
+    settings = plane.settings
+    executor = template.executor or settings.workflow_executor_default
+    if executor not in EXECUTORS:
+        return [f"unknown executor {executor!r}; known executors: {', '.join(EXECUTORS)}"]
+    return config_problems(executor, template.config, module_prefixes=settings.workflow_module_prefixes,
+                           url_hosts=settings.workflow_url_hosts)
 
 
 def valid_spec(plane: WorkflowsPlane, raw: Any, workflow_id: str | None = None) -> WorkflowSpec:

@@ -1,4 +1,4 @@
-"""Runs: start, read, logs (download or stream), cancel, list, and the trace replay for a UI."""
+"""Runs: start, resume, read, logs (download or stream), cancel, list, and the trace replay for a UI."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from api.deps import Operator, Viewer
 from api.workflows.routes.common import Plane, WorkflowsRoute, found
 from api.workflows.schemas import RunStart
-from orchestration.workflows.store import FINISHED, RUN_END
+from orchestration.workflows.runner import NotResumable
+from orchestration.workflows.store import FINISHED, INTERRUPTED, RUN_END
 
 router = APIRouter(route_class=WorkflowsRoute)
 STREAM_POLL_S = 0.2
@@ -29,6 +30,25 @@ async def start_run(plane: Plane, caller: Operator, body: RunStart):
         raise HTTPException(404, error.args[0]) from None
     except ValueError as error:  # a template or subworkflow it references was deleted since
         raise HTTPException(422, str(error)) from None
+
+
+@router.post("/run/{run_id}/resume", status_code=202,
+             summary="Re-execute a FAILED/CANCELLED run from its first unfinished node, as a new run")
+async def resume_run(plane: Plane, caller: Operator, run_id: str):
+    """Like Dagster's re-execution from failure: a new run (``parent_run_id``, ``root_run_id``) that
+    reuses the outputs of the nodes the run completed and executes the rest."""
+    found(plane.store.run(run_id), f"run {run_id}")
+    try:
+        run = await asyncio.to_thread(plane.runner.resume, run_id, caller.name)
+    except NotResumable as error:
+        raise HTTPException(409, str(error)) from None
+    except KeyError as error:  # its workflow version was deleted since
+        raise HTTPException(409, f"run {run_id} cannot be resumed: {error.args[0]}") from None
+    except ValueError as error:  # a template or subworkflow it references was deleted since
+        raise HTTPException(422, str(error)) from None
+    plane.store.audit({"action": "run_resumed", "run_id": run["run_id"], "parent_run_id": run_id,
+                       "actor": caller.name})
+    return run
 
 
 @router.get("/runs", summary="Runs, newest first")
@@ -84,14 +104,25 @@ async def run_logs(plane: Plane, _: Viewer, run_id: str, stream: bool = False):
 
 @router.post("/run/{run_id}/cancel", summary="Cancel a run: no further node starts; it ends CANCELLED")
 async def cancel_run(plane: Plane, caller: Operator, run_id: str):
+    """A run whose process stopped is cancelled here (reclaimed: it ends CANCELLED "interrupted");
+    one already reclaimed answers 200 with nothing to stop, since a client cancelling a run stuck
+    in a dead process has what it asked for."""
     run = found(plane.store.run(run_id), f"run {run_id}")
-    if not plane.runner.cancel(run_id):
-        if run["status"] in FINISHED:
-            raise HTTPException(409, f"run {run_id} already finished ({run['status']})")
+    if plane.runner.cancel(run_id):
+        reclaimed = False
+    elif run["status"] in FINISHED:
+        if (run["error"] or "").startswith(INTERRUPTED):
+            return {"run_id": run_id, "cancel_requested": False, "status": run["status"],
+                    "error": run["error"]}
+        raise HTTPException(409, f"run {run_id} already finished ({run['status']})")
+    elif await asyncio.to_thread(plane.runner.cancel_orphan, run_id, caller.name):
+        reclaimed = True
+    else:
         raise HTTPException(409, f"run {run_id} is executed by another process (an API replica or a "
                                  "Dagster run worker); cancel it there or in the Dagster UI")
-    plane.store.audit({"action": "run_cancel_requested", "run_id": run_id, "actor": caller.name})
-    return {"run_id": run_id, "cancel_requested": True}
+    plane.store.audit({"action": "run_cancel_requested", "run_id": run_id, "actor": caller.name,
+                       "reclaimed": reclaimed})
+    return {"run_id": run_id, "cancel_requested": True, "reclaimed": reclaimed}
 
 
 @router.get("/trace/replay/{run_id}", summary="The run's events in order with timings, for a UI to animate")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, HTTPException, Path
 
 from api.deps import Operator, Viewer
-from api.workflows.routes.common import Plane, WorkflowsRoute, found
+from api.workflows.routes.common import Plane, WorkflowsRoute, found, template_problems
 from api.workflows.schemas import TEMPLATE_NAME, TemplateCreate
 
 router = APIRouter(route_class=WorkflowsRoute)
@@ -16,6 +16,9 @@ TemplateName = Annotated[str, Path(pattern=TEMPLATE_NAME)]
 
 @router.post("/templates", status_code=201, summary="Create or replace a task template")
 async def put_template(plane: Plane, caller: Operator, body: TemplateCreate):
+    if problems := template_problems(plane, body.template):
+        raise HTTPException(422, {"message": f"the template has {len(problems)} problem(s)",
+                                  "problems": [{"node_id": None, "message": m} for m in problems]})
     saved = plane.store.put_template(body.name, body.template.model_dump(mode="json", exclude_none=True),
                                      caller.name, body.description)
     return saved

@@ -10,19 +10,21 @@ from __future__ import annotations
 from fastapi import APIRouter, WebSocket
 
 from api.config.plane import control_plane
-from api.config.routes.ws import admit, serve_subscriber
+from api.config.routes.ws import admit, revision_of, serve_subscriber, watched
 from api.workflows.plane import workflows_plane
 
 router = APIRouter()
 
 
 @router.websocket("/ws/workflows")
-async def workflows_ws(websocket: WebSocket, token: str | None = None, since: int | None = None):
-    plane = workflows_plane(websocket.app)
-    shared = plane.settings.workflows_ws_auth_token
-    if not await admit(websocket, control_plane(websocket.app), token, since,
-                       shared_token=shared.get_secret_value() if shared else None):
+async def workflows_ws(websocket: WebSocket, token: str | None = None, since: str | None = None):
+    plane, control = workflows_plane(websocket.app), control_plane(websocket.app)
+    shared = plane.settings.workflows_ws_auth_token.get_secret_value() \
+        if plane.settings.workflows_ws_auth_token else None
+    if not await admit(websocket, control, token, since, shared_token=shared):
         return
     await websocket.accept()  # the connections gauge reads plane.hub.connections
-    await serve_subscriber(websocket, plane.hub, since,
-                           lambda: {"type": "hello", "seq": plane.feed.revision})
+    bearer = None if shared is not None and token == shared else token  # the shared one is not revoked
+    with watched(control, websocket, bearer):
+        await serve_subscriber(websocket, plane.hub, revision_of(since),
+                               lambda: {"type": "hello", "seq": plane.feed.revision})

@@ -1,6 +1,6 @@
 """Every /workflows route, called with no token and with each role's token: viewer reads (and
-validates/previews, which store nothing), operator writes workflows and templates and starts and
-cancels runs, admin cleans up and sets up tracing; health is open for probes. The table must name
+validates/previews, which store nothing), operator writes workflows and templates and starts,
+resumes and cancels runs, admin cleans up and sets up tracing; health is open for probes. The table must name
 exactly the routes the served OpenAPI schema lists, so a new route without a row fails here."""
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ MINIMUM = {
     ("GET", "/workflows/run/{run_id}"): VIEWER,
     ("GET", "/workflows/run/{run_id}/logs"): VIEWER,
     ("POST", "/workflows/run/{run_id}/cancel"): OPERATOR,
+    ("POST", "/workflows/run/{run_id}/resume"): OPERATOR,
     ("GET", "/workflows/trace/replay/{run_id}"): VIEWER,
     ("POST", "/workflows/"): OPERATOR,
     ("GET", "/workflows/"): VIEWER,

@@ -118,7 +118,7 @@ async def archive(name: ModelName, body: Archive, caller: Admin) -> dict[str, An
 async def revoke_token(name: Annotated[str, Path(min_length=1, max_length=NAME_LIMIT)],
                        caller: Admin) -> dict[str, Any]:
     """What ``pmx tokens revoke`` does, plus: this replica forgets the token at once and closes
-    its WebSockets with 4401; other replicas refuse it within a second (their token cache) and
+    its WebSockets with 4401; other replicas refuse it within half a second (their token cache) and
     close its WebSockets at their next check (every second)."""
     plane = caller.plane
     count = await asyncio.to_thread(security.revoke_token, plane.engine, name)

@@ -32,7 +32,7 @@ METRICS_EVERY_S = 60.0
 POLL_EVERY_S = 1.0
 #: How long a token's lookup is reused: a revocation made elsewhere (another replica, ``pmx tokens
 #: revoke``) is refused here within this time; one made through this replica's API, at once.
-TOKEN_CACHE_S = 1.0
+TOKEN_CACHE_S = 0.5
 #: How often open WebSockets' tokens are checked again (a revoked one is closed with 4401).
 SOCKET_CHECK_S = 1.0
 #: How often the audit log is checked for committed changes without their line.

@@ -1,6 +1,6 @@
 """Revocation that bites: a token revoked through the admin API is refused on the very next
 request to that replica and its open WebSocket is closed with 4401; one revoked elsewhere (the
-``pmx tokens revoke`` CLI, or another replica) is refused once this replica's one-second token
+``pmx tokens revoke`` CLI, or another replica) is refused once this replica's half-second token
 cache lapses, and its WebSocket closed at the next check. Two real uvicorns on one SQLite home."""
 
 from __future__ import annotations

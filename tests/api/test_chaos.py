@@ -1,7 +1,9 @@
 """Chaos, in the spirit of etcd's robustness tests: the API killed with SIGKILL while writers are
 busy, cycle after cycle, on one SQLite home. Afterwards, nothing acknowledged is lost, versions
 and revisions have no gaps, and every committed change has exactly one audit line (a process
-killed between a commit and its line has the line rebuilt from the store: api/config/audit.py).
+killed between a commit and its line has the line rebuilt from the store: api/config/audit.py), and
+a WebSocket subscriber that resumes with ``?since=`` after each restart sees every revision once,
+in order.
 
 Each cycle kills once the writers have had enough writes acknowledged in it (waited for, not
 slept for), so every cycle kills a server in the middle of writing."""
@@ -20,6 +22,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from tests.api.conftest import ADMIN_TOKEN, start_server, stop_server
 
@@ -79,6 +83,45 @@ class Writers:
                         self._enough.set()
 
 
+class Subscriber:
+    """A WebSocket subscriber that, across restarts, resumes with ``?since=`` the last revision it
+    saw: it keeps every change revision it received, in the order received."""
+
+    def __init__(self) -> None:
+        self.revisions: list[int] = []
+        self._thread: threading.Thread | None = None
+
+    def follow(self, server) -> None:
+        """Subscribe to ``server`` (in a thread) until it goes away; returns once subscribed."""
+        since = self.revisions[-1] if self.revisions else 0
+        subscribed = threading.Event()
+        url = f"{server.ws_url}?token={ADMIN_TOKEN}&since={since}"
+        self._thread = threading.Thread(target=self._read, args=(url, subscribed), daemon=True)
+        self._thread.start()
+        assert subscribed.wait(timeout=30), "the WebSocket did not say hello"
+
+    def _read(self, url: str, subscribed: threading.Event) -> None:
+        try:
+            with connect(url) as socket:
+                if '"hello"' in socket.recv(timeout=10):
+                    subscribed.set()
+                while True:
+                    message = json.loads(socket.recv())
+                    if "revision" in message and message.get("type") != "hello":
+                        self.revisions.append(message["revision"])
+        except (ConnectionClosed, OSError, TimeoutError):
+            return
+
+    def wait_until(self, revision: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while (not self.revisions or self.revisions[-1] < revision) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
 def audit_counts(path: Path) -> Counter:
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return Counter(line["revision"] for line in lines if "revision" in line)
@@ -100,22 +143,28 @@ def wait_for_one_audit_line_each(home: Path, timeout: float = 60) -> tuple[list[
 def test_kill_9_during_concurrent_writes_loses_nothing_and_misses_no_audit_line(tmp_path):
     home = tmp_path / "home"
     acknowledged: list[tuple[str, int, object]] = []
+    subscriber = Subscriber()
     for cycle in range(CYCLES):
         server = start_server(home, roles=())
+        subscriber.follow(server)
         with Writers(server.url, cycle) as writers:
             assert writers.wait_for_enough(), f"cycle {cycle}: the writers got too few answers"
             os.kill(server.process.pid, signal.SIGKILL)
             server.process.wait(timeout=30)
+        subscriber.stop()
         acknowledged += writers.acknowledged
 
     server = start_server(home, roles=())
     try:
         revisions, counts = wait_for_one_audit_line_each(home)
+        subscriber.follow(server)
+        subscriber.wait_until(revisions[-1])
         with server.client("admin") as admin:
             histories = {key: admin.get(f"/config/{key}/versions").json()
                          for key in {key for key, _, _ in acknowledged}}
     finally:
         stop_server(server)
+        subscriber.stop()
 
     assert len(acknowledged) >= CYCLES * ACKNOWLEDGED_BEFORE_KILL
     for key, history in histories.items():
@@ -125,6 +174,8 @@ def test_kill_9_during_concurrent_writes_loses_nothing_and_misses_no_audit_line(
     lost = [(key, version) for key, version, value in acknowledged if stored.get((key, version)) != value]
     assert not lost, f"acknowledged writes lost: {lost[:10]}"
     assert revisions == list(range(1, len(revisions) + 1)), "revisions with gaps"
+    # Resumed with ?since= after every kill: each revision reached the subscriber once, in order.
+    assert subscriber.revisions == revisions, "the WebSocket missed, repeated or reordered revisions"
     wrong = [(r, counts[r]) for r in revisions if counts[r] != 1]
     assert not wrong, f"revisions without exactly one audit line (revision, lines): {wrong[:10]}"
     assert not set(counts) - set(revisions), "audit lines for changes that never committed"

@@ -1,7 +1,8 @@
 """Hostile input against a real uvicorn: nothing a client sends turns into a 5xx, a refused request
 writes nothing, and one bad value already in the store never breaks a read.
 
-The fuzz takes a valid body of every JSON write the API has and puts one hostile JSON fragment
+The fuzz takes a valid body of every JSON write the API has (config, flags, secrets, restore,
+admin, workflows, templates, runs) and puts one hostile JSON fragment
 (out-of-range and non-finite numbers, lone surrogates, deep nesting, strings where booleans and
 numbers belong, huge strings) at one of its places, chosen by Hypothesis. schemathesis
 (test_schemathesis.py) fuzzes from the OpenAPI document; this one starts from bodies that pass
@@ -21,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.api.conftest import ADMIN_TOKEN
+from tests.api.workflows.support import chain, create, task
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +44,13 @@ WRITES = [
     ("POST", "/config/backup/restore", {"format": 1, "items": [
         {"kind": "config", "key": "fuzz.restored", "value": {"a": [1, 2]}, "comment": "c"}]}),
     ("POST", "/admin/models/rl_agent/promote", {"version": 1, "force": False, "reason": "r"}),
+    ("POST", "/admin/models/rl_agent/archive", {"version": 1}),
+    ("POST", "/workflows/", chain("fuzz", task("one", "noop"), variables={"a": 1, "b": [True, "x"]})),
+    ("POST", "/workflows/validate", chain("fuzz_check", task("one", "noop"))),
+    ("POST", "/workflows/templates", {"name": "fuzz_tpl", "description": "d", "template": {
+        "executor": "python", "config": {"callable": "workflows.tasks:noop"}, "timeout_seconds": 5}}),
+    ("POST", "/workflows/run/start", {"workflow_id": "{workflow}",  # the module's workflow
+                                      "input_variables": {"n": 1, "l": [1, "s"]}}),
 ]
 
 
@@ -79,18 +88,37 @@ def revision(client) -> int:
     return client.get("/config/snapshot").json()["revision"]
 
 
-@settings(max_examples=150, deadline=None, derandomize=True,
+def state(client) -> tuple:
+    """What a refused request must leave as it was: the config revision, the workflows, their
+    runs and the templates."""
+    return (revision(client), len(client.get("/workflows/").json()["workflows"]),
+            len(client.get("/workflows/runs", params={"limit": 1000}).json()["runs"]),
+            len(client.get("/workflows/templates").json()["templates"]))
+
+
+READERS = ("/config", "/config/features", "/config/snapshot", "/config/backup", "/workflows/",
+           "/workflows/runs", "/workflows/templates", "/workflows/health")
+
+
+@pytest.fixture(scope="module")
+def workflow(server) -> str:
+    with server.client("operator") as operator:
+        return create(operator, chain("fuzz_target", task("one", "noop")))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(request=hostile_requests())
-def test_no_hostile_body_is_a_server_error_and_a_refused_one_writes_nothing(server, request):
+def test_no_hostile_body_is_a_server_error_and_a_refused_one_writes_nothing(server, workflow, request):
     method, path, content = request
+    content = content.replace(b'"{workflow}"', json.dumps(workflow).encode())
     with server.client("admin") as admin:
-        before = revision(admin)
+        before = state(admin)
         response = admin.request(method, path, content=content, headers={"Content-Type": "application/json"})
         assert response.status_code < 500, (method, path, content[:200], response.text[:500])
         if response.status_code >= 400:
-            assert revision(admin) == before, (method, path, content[:200], response.text[:300])
-        for reader in ("/config", "/config/features", "/config/snapshot", "/config/backup"):
+            assert state(admin) == before, (method, path, content[:200], response.text[:300])
+        for reader in READERS:
             assert admin.get(reader).status_code == 200, (reader, method, path, content[:200])
 
 

@@ -37,8 +37,11 @@ up: setup
 test: setup
 	$(BIN)/python -m pytest -n auto --dist loadfile
 
+# The code's own rules: ruff's, and the layers of docs/architecture.md (.importlinter). .ci/run runs
+# it before the tests.
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench: setup
 	$(BIN)/python bench/sim_throughput.py

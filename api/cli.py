@@ -11,7 +11,7 @@ from prioritymax.settings import get_settings
 
 def check_port(host: str, port: int) -> None:
     """Exit with a clear message when ``host:port`` cannot be listened on."""
-    from prioritymax.up import IN_USE, bind_problem
+    from prioritymax.ports import IN_USE, bind_problem
 
     reason = bind_problem(host, port)
     if reason == IN_USE:
@@ -46,8 +46,8 @@ def tokens() -> None:
 @click.option("--name", required=True, help="who or what uses it (shown in audit lines)")
 def create(role: str, name: str) -> None:
     """Create a token; it is printed once and stored only as a hash."""
-    from api.db import engine_for
     from api.security import Role, create_token
+    from prioritymax.db import engine_for
 
     token = create_token(engine_for(get_settings().layout_home().db_url), Role[role], name)
     click.echo(json.dumps({"name": name, "role": role, "token": token}))
@@ -57,8 +57,8 @@ def create(role: str, name: str) -> None:
 @click.argument("name")
 def revoke(name: str) -> None:
     """Revoke every token of NAME."""
-    from api.db import engine_for
     from api.security import revoke_token
+    from prioritymax.db import engine_for
 
     count = revoke_token(engine_for(get_settings().layout_home().db_url), name)
     if not count:
@@ -71,7 +71,7 @@ def list_tokens() -> None:
     """Token names, roles and whether revoked (never the tokens)."""
     from sqlalchemy import select
 
-    from api.db import api_tokens, engine_for
+    from prioritymax.db import api_tokens, engine_for
 
     with engine_for(get_settings().layout_home().db_url).connect() as conn:
         rows = conn.execute(select(api_tokens.c.name, api_tokens.c.role, api_tokens.c.created_at,

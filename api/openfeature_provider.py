@@ -1,8 +1,8 @@
-"""An OpenFeature provider over :class:`api.client.ConfigClient`.
+"""An OpenFeature provider over :class:`client.control_plane.ConfigClient`.
 
 Why: code that already speaks OpenFeature (hooks, other providers in tests, vendor-neutral
 flag calls) can use the control plane's flags without knowing our client. Each evaluation is a
-lookup in the client's live snapshot, decided by :func:`api.config.flags.evaluate` - the
+lookup in the client's live snapshot, decided by :func:`client.flags.evaluate` - the
 function the server's ``/evaluate`` uses - so both always agree.
 
 Evaluation context: the attribute ``tenant`` (``org:<id>``) selects the tenant layer (tenant,
@@ -42,8 +42,8 @@ from openfeature.exception import ErrorCode, ProviderNotReadyError
 from openfeature.flag_evaluation import FlagResolutionDetails, Reason
 from openfeature.provider import AbstractProvider, Metadata, ProviderStatus
 
-from api.client import CONFIG, ERROR, READY, STALE, ConfigClient
 from api.config.service import TENANT_PATTERN
+from client.control_plane import CONFIG, ERROR, READY, STALE, ConfigClient
 
 NAME = "prioritymax-config"
 Context = EvaluationContext | None

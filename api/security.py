@@ -19,7 +19,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from api.db import api_tokens
+from prioritymax.db import api_tokens
 from prioritymax.files import atomic_path
 
 
@@ -57,7 +57,7 @@ def revoke_token(engine: Engine, name: str) -> int:
 
 
 def role_of(engine: Engine, token: str) -> tuple[Role, str] | None:
-    """The role and name of a valid token, or None. One read: pass :func:`api.db.reader_for`'s
+    """The role and name of a valid token, or None. One read: pass :func:`prioritymax.db.reader_for`'s
     engine, which on SQLite takes no write lock (the writers' engine would: BEGIN IMMEDIATE)."""
     with engine.connect() as conn:
         row = conn.execute(select(api_tokens.c.role, api_tokens.c.name, api_tokens.c.revoked)

@@ -12,7 +12,7 @@
    subscriber having the change's frame (p50/p99 over all subscribers and writes).
    The subscribers run in a receiver process of their own; both ends read ``time.monotonic()``
    (CLOCK_MONOTONIC, one clock for all processes of the machine).
-4. Client flag evaluation: :class:`api.client.ConfigClient` answering a rollout flag from its
+4. Client flag evaluation: :class:`client.control_plane.ConfigClient` answering a rollout flag from its
    snapshot, per call (p50/p99 over ``--evals`` calls, timer overhead included).
 
 The load generator (writes, reads, the pushes' POSTs and the subscribers) is raw HTTP/1.1 over
@@ -323,7 +323,7 @@ def _run_child(kind: str, url: str, *numbers: str) -> None:
 
 
 def client_evaluations(url: str, count: int) -> list[float]:
-    from api.client import ConfigClient
+    from client.control_plane import ConfigClient
 
     headers = {"Authorization": f"Bearer {ADMIN}"}
     httpx.put(f"{url}/config/features/bench_rollout", headers=headers,

@@ -5,7 +5,7 @@ Everything on loopback, on a fresh temporary data home (PRIORITYMAX_HOME for eve
 0. Setup: ``--versions`` tiny PPO checkpoints (seeds 1, 2, ...) trained in this process and
    registered as rl_agent versions with a passed gate, the first promoted; the API (uvicorn,
    ``api.main:app``, admin token from PRIORITYMAX_ADMIN_TOKEN) and ``--workers`` autoscaler workers
-   (``python -m prioritymax.cli autoscaler``, each its own process and port) following it over the
+   (``python -m pmx.cli autoscaler``, each its own process and port) following it over the
    WebSocket with the admin token. The run starts once every worker's /autoscaler/health says
    ``ok``, connected, serving the first version, and after one GET /admin/models (the API's first
    registry call imports MLflow: ``api_first_registry_call_ms``, kept out of the first promotion).
@@ -180,7 +180,7 @@ def start_workers(count: int, api_url: str, home: Path, logs: Path, children: li
     for index in range(count):
         port = free_port()
         worker = spawn(f"worker{index:02d}", [
-            "-m", "prioritymax.cli", "autoscaler", "--port", str(port), "--api-url", api_url,
+            "-m", "pmx.cli", "autoscaler", "--port", str(port), "--api-url", api_url,
             "--token", ADMIN, "--name", f"bench-{index:02d}", "--log-level", "warning"],
             home, logs, f"http://127.0.0.1:{port}")
         children.append(worker)

@@ -28,7 +28,7 @@ from promotion_latency import ADMIN, REPO, child_env, start_api, stop_all
 
 
 def make_token(home: Path, name: str) -> str:
-    made = subprocess.run([sys.executable, "-m", "prioritymax.cli", "tokens", "create", "--role", "operator",
+    made = subprocess.run([sys.executable, "-m", "pmx.cli", "tokens", "create", "--role", "operator",
                            "--name", name], env=child_env(home), cwd=REPO, capture_output=True, text=True,
                           check=True)
     return json.loads(made.stdout)["token"]
@@ -78,7 +78,7 @@ def main() -> None:
 
                 token = make_token(home, f"bench-cli-{n}")
                 assert status(first.url, token) == 200
-                command = [sys.executable, "-m", "prioritymax.cli", "tokens", "revoke", f"bench-cli-{n}"]
+                command = [sys.executable, "-m", "pmx.cli", "tokens", "revoke", f"bench-cli-{n}"]
                 subprocess.run(command, env=child_env(home), cwd=REPO, check=True, capture_output=True)
                 cli.append(lag_until_refused(first.url, token, time.monotonic()))
         finally:

@@ -24,7 +24,7 @@ def _publish(name: str, version: str, comment: str, publish: bool) -> dict:
     plane listening is reported, not an error; one that refuses the write exits 1."""
     if not publish:
         return {"published": {"published": False, "status": "not published (--no-publish)"}}
-    from api import publish as control_plane
+    from client import publish as control_plane
     from ml.registry import CONFIG_KEYS
     from prioritymax.settings import get_settings
 

@@ -24,7 +24,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from api.publish import ControlPlaneError
+from client.publish import ControlPlaneError
 from ml.registry import CONFIG_KEYS
 from orchestration import sources
 from orchestration.resources import (

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
-from api.publish import Publication, publish
+from client.publish import Publication, publish
 from prioritymax.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class MLflowResource(dg.ConfigurableResource):
 
 class ControlPlaneResource(dg.ConfigurableResource):
     """The config control plane (``pmx api``): a promotion writes the new version as a config key,
-    which every connected worker receives over the WebSocket (``api/client.py``), with no restart.
+    which every connected worker receives over the WebSocket (``client/control_plane.py``), with no restart.
 
     No control plane listening is not an error: the registry is the truth, and the status says the
     version was not published. A control plane that answers and refuses (HTTP 4xx/5xx) is an
@@ -125,7 +125,7 @@ class ControlPlaneResource(dg.ConfigurableResource):
         return self.token or get_settings().api_client_token()
 
     def publish(self, key: str, value: Any, *, comment: str) -> Publication:
-        """``POST /config {key, value, comment}`` (``api/publish.py``)."""
+        """``POST /config {key, value, comment}`` (``client/publish.py``)."""
         return publish(self.base_url(), self.bearer_token(), key, value, comment=comment,
                        timeout_s=self.timeout_s)
 

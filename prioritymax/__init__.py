@@ -1,1 +1,2 @@
-"""Shared foundation of the PriorityMax Workbench: settings, logging and the `pmx` CLI."""
+"""Shared foundation of the PriorityMax Workbench: settings, the database engine and tables, files,
+logging, alerts. It imports no other package of this project (docs/architecture.md)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import pytest
 
-from prioritymax.cli import cli
+from pmx.cli import cli
 from prioritymax.settings import REPO_ROOT
 
 PMX = Path(sys.executable).with_name("pmx")

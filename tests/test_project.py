@@ -2,12 +2,14 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 from prioritymax.settings import REPO_ROOT
 
 
 def test_layout_of_the_design_card():
-    for folder in ("dashboard", "orchestration", "api", "ml", "notebooks", "tests", "bench", "docs"):
+    for folder in ("dashboard", "orchestration", "api", "ml", "client", "pmx", "prioritymax", "notebooks",
+                   "tests", "bench", "docs"):
         assert (REPO_ROOT / folder).is_dir(), folder
     for name in ("workspace.yaml", "pyproject.toml", "Makefile", ".ci/run"):
         assert (REPO_ROOT / name).is_file(), name
@@ -19,6 +21,15 @@ def test_ruff_is_clean():
         capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_imports_point_down_the_layers():
+    """docs/architecture.md's layers, as .importlinter writes them: a module importing from a layer
+    above its own fails here, and in `make lint`."""
+    lint_imports = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run([str(lint_imports), "--no-cache"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "Contracts: 2 kept, 0 broken" in result.stdout
 
 
 def test_readme_opens_with_the_two_commands():

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pmx.up import group_alive
 from prioritymax.settings import REPO_ROOT
-from prioritymax.up import group_alive
 from tests.api.conftest import free_port
 from tests.processes import processes_on
 
@@ -36,7 +36,7 @@ def pmx_up(home: Path, *args: str) -> tuple[subprocess.Popen, Path]:
     home.mkdir(parents=True, exist_ok=True)
     output = home.parent / f"{home.name}-up.out"
     with output.open("wb") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "prioritymax.cli", "up", *args], cwd=REPO_ROOT,
+        process = subprocess.Popen([sys.executable, "-m", "pmx.cli", "up", *args], cwd=REPO_ROOT,
                                    env=env, stdout=sink, stderr=subprocess.STDOUT, process_group=0)
     return process, output
 

@@ -3,7 +3,7 @@
 The loop it closes: ``pmx models promote`` (or the admin API, or Dagster's promote_job) moves the
 registry's ``champion`` alias and writes the version to the control plane
 (``autoscaler.policy_version``, ``predictor.model_version``); this worker follows the control plane
-with the Python client (``api/client.py``) and, on a new version, loads it on its loader thread and
+with the Python client (``client/control_plane.py``) and, on a new version, loads it on its loader thread and
 swaps it in. Decisions never wait for a load and never see half a swap: the models in use are one
 immutable :class:`~api.autoscaler.models.ModelSet` read once per decision.
 
@@ -39,7 +39,7 @@ from api.autoscaler.forecast import LoadForecaster
 from api.autoscaler.metrics import AutoscalerMetrics
 from api.autoscaler.models import POLICY, PREDICTOR, ModelLoadError, ModelSet, champion, load
 from api.autoscaler.schemas import MODE_HOLD, MODE_HPA, MODE_POLICY, Decision, Forecast, Reading
-from api.client import READY, ConfigClient
+from client.control_plane import READY, ConfigClient
 from ml.registry import CONFIG_KEYS
 from ml.sim.config import SimConfig
 from ml.sim.policies import HPAPolicy

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import and_, select
 from sqlalchemy.engine import Connection
 
-from api.db import config_events, config_versions
+from prioritymax.db import config_events, config_versions
 
 log = logging.getLogger("api.config")
 

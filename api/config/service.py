@@ -29,9 +29,9 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from api.config import audit as audit_log
-from api.config import flags
 from api.config.keyring import Keyring
-from api.db import GLOBAL, config_events, config_items, config_versions
+from client import flags
+from prioritymax.db import GLOBAL, config_events, config_items, config_versions
 from prioritymax.files import AppendLog
 
 MASK = "********"
@@ -151,7 +151,7 @@ class ConfigService:
                  reader: Engine | None = None) -> None:
         #: Every write's transaction (on SQLite, BEGIN IMMEDIATE: the write lock up front).
         self.engine = engine
-        #: Every read of the store: :func:`api.db.reader_for` (on SQLite, a deferred BEGIN, so a
+        #: Every read of the store: :func:`prioritymax.db.reader_for` (on SQLite, a deferred BEGIN, so a
         #: read never waits for nor holds up a writer); the writers' engine when not given.
         self.reader = reader or engine
         self.keyring = keyring
@@ -513,7 +513,7 @@ class ConfigService:
         raw = self.engine.raw_connection()  # pooled; the connect hook set WAL and autocommit mode
         try:
             cursor = raw.driver_connection.cursor()
-            cursor.execute("BEGIN IMMEDIATE")  # as api.db's "begin" hook: the write lock up front
+            cursor.execute("BEGIN IMMEDIATE")  # as prioritymax.db's "begin" hook: the write lock up front
             try:
                 yield _SqliteWrites(cursor)
             except BaseException:
@@ -797,6 +797,6 @@ def _change(row: Any) -> Change:
 
 def _serialize_writers(conn: Connection) -> None:
     """Writers take turns so that revisions commit in the order they are numbered: SQLite's
-    BEGIN IMMEDIATE does it (api.db); on PostgreSQL, a table lock on the event log."""
+    BEGIN IMMEDIATE does it (prioritymax.db); on PostgreSQL, a table lock on the event log."""
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("LOCK TABLE config_events IN SHARE ROW EXCLUSIVE MODE")

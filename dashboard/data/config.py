@@ -203,7 +203,7 @@ def changes_per_actor(events: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------------ live, over the WS
 @dataclass
 class Live:
-    """A :class:`api.client.ConfigClient` following the API and the last change messages it got."""
+    """A :class:`client.control_plane.ConfigClient` following the API and the last change messages it got."""
 
     client: Any
     changes: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LIVE_CHANGES))
@@ -230,7 +230,7 @@ class Live:
 
 @st.cache_resource(show_spinner=False, on_release=lambda live: live.close())
 def _live(url: str, token: str) -> Live:
-    from api.client import ConfigClient
+    from client.control_plane import ConfigClient
 
     client = ConfigClient(url, token, start=False, backoff=(0.5, 5.0))
     live = Live(client)

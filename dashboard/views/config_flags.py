@@ -220,6 +220,6 @@ else:
     with tabs[3]:
         audit_tab()
     with tabs[4]:
-        st.caption("Changes pushed by the API's WebSocket (api.client.ConfigClient), refreshed every "
-                   f"{LIVE_EVERY_S:.0f} s.")
+        st.caption("Changes pushed by the API's WebSocket (client.control_plane.ConfigClient), refreshed "
+                   f"every {LIVE_EVERY_S:.0f} s.")
         live_panel()

@@ -1,7 +1,7 @@
 """Workflow state on the shared SQLAlchemy Core store (DESIGN.md decision 2): definitions and their
 immutable versions, task templates, runs, and the run event log.
 
-The tables sit on :data:`api.db.metadata` beside the config control plane's, in the same SQLite file
+The tables sit on :data:`prioritymax.db.metadata` beside the config control plane's, in the same SQLite file
 (or PostgreSQL database), so the API, the Dagster code location and `dagster job launch` processes
 all read and write one truth. ``workflow_events.seq`` (autoincrement) orders every run event across
 processes: the WebSocket resumes from it (``?since=``) and replay reads it back.
@@ -44,7 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from api.db import engine_for, metadata, reader_for
+from prioritymax.db import engine_for, metadata, reader_for
 from prioritymax.files import AppendLog, append_jsonl
 
 workflows = Table(
@@ -136,7 +136,7 @@ DAGSTER_ACTOR = "dagster"
 class WorkflowStore:
     def __init__(self, engine: Engine, logs_dir: Path, reader: Engine | None = None) -> None:
         self.engine = engine
-        #: Reads go through an engine that does not take SQLite's write lock (api.db.reader_for).
+        #: Reads go through an engine that does not take SQLite's write lock (prioritymax.db.reader_for).
         self.reader = reader or engine
         metadata.create_all(engine)  # the engine may predate this module's tables (idempotent)
         self.logs_dir = logs_dir

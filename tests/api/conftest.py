@@ -68,7 +68,7 @@ def start_server(home: Path, extra_env: dict[str, str] | None = None, port: int 
     env.pop("MLFLOW_TRACKING_URI", None)
     tokens = {"admin": ADMIN_TOKEN}
     for role in roles:
-        made = subprocess.run([sys.executable, "-m", "prioritymax.cli", "tokens", "create",
+        made = subprocess.run([sys.executable, "-m", "pmx.cli", "tokens", "create",
                                "--role", role, "--name", f"test-{role}"], env=env, cwd=REPO_ROOT,
                               capture_output=True, text=True, check=True)
         tokens[role] = json.loads(made.stdout)["token"]

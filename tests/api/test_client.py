@@ -17,8 +17,8 @@ from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import Reason
 from openfeature.provider import ProviderStatus
 
-from api.client import ConfigClient
 from api.openfeature_provider import ConfigFeatureProvider
+from client.control_plane import ConfigClient
 from tests.api.conftest import ADMIN_TOKEN, free_port, start_server, stop_server
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from sqlalchemy import event, select
 
 from api.config.keyring import Keyring
 from api.config.service import CONFIG, MASK, ConfigService, Conflict
-from api.db import config_events, config_versions, engine_for, reader_for
+from prioritymax.db import config_events, config_versions, engine_for, reader_for
 
 
 @pytest.fixture()

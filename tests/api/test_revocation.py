@@ -31,7 +31,7 @@ def replicas(tmp_path_factory):
 
 
 def new_token(server, name: str) -> str:
-    made = subprocess.run([sys.executable, "-m", "prioritymax.cli", "tokens", "create", "--role", "operator",
+    made = subprocess.run([sys.executable, "-m", "pmx.cli", "tokens", "create", "--role", "operator",
                            "--name", name], env=server.env, cwd=REPO_ROOT, capture_output=True, text=True,
                           check=True)
     return json.loads(made.stdout)["token"]
@@ -86,7 +86,7 @@ def test_revoked_by_the_cli_is_refused_by_a_running_replica(replicas):
     assert status_of(first, token) == 200
     with connect(f"{first.ws_url}?token={token}") as socket:
         assert '"hello"' in socket.recv(timeout=10)
-        subprocess.run([sys.executable, "-m", "prioritymax.cli", "tokens", "revoke", "cli-revoked"],
+        subprocess.run([sys.executable, "-m", "pmx.cli", "tokens", "revoke", "cli-revoked"],
                        env=first.env, cwd=REPO_ROOT, check=True, capture_output=True)
         assert refused_within(first, token, seconds=30)
         assert close_code(socket) == 4401

@@ -1,4 +1,4 @@
-"""The config plane's reads on SQLite go through api.db.reader_for: a deferred BEGIN (one WAL
+"""The config plane's reads on SQLite go through prioritymax.db.reader_for: a deferred BEGIN (one WAL
 snapshot per read, no write lock), never the writers' BEGIN IMMEDIATE."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from sqlalchemy import event
 
 from api.config.keyring import Keyring
 from api.config.service import CONFIG, ConfigService
-from api.db import engine_for, reader_for
 from api.security import Role, create_token, role_of
+from prioritymax.db import engine_for, reader_for
 
 
 def test_reads_begin_deferred_and_writes_immediate(tmp_path):

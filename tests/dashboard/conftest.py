@@ -95,7 +95,7 @@ def populated(tmp_path_factory):
                 time.sleep(0.5)
         port = free_port()
         worker = subprocess.Popen(
-            [sys.executable, "-m", "prioritymax.cli", "autoscaler", "--port", str(port), "--api-url", api.url,
+            [sys.executable, "-m", "pmx.cli", "autoscaler", "--port", str(port), "--api-url", api.url,
              "--token", api.tokens["viewer"], "--name", "dashboard-worker", "--log-level", "warning"],
             env=api.env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         worker_url = f"http://127.0.0.1:{port}"

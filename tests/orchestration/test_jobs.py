@@ -6,8 +6,8 @@ import time
 import dagster as dg
 import pytest
 
-from api.client import ConfigClient
-from api.publish import ControlPlaneError
+from client.control_plane import ConfigClient
+from client.publish import ControlPlaneError
 from ml import registry
 from orchestration.definitions import defs
 from orchestration.instance import ensure_dagster_home

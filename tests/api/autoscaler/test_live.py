@@ -54,7 +54,7 @@ def live(tmp_path_factory):
     port = free_port()
     env = {**api.env, "SLACK_WEBHOOK_URL": slack.url}
     process = subprocess.Popen(
-        [sys.executable, "-m", "prioritymax.cli", "autoscaler", "--port", str(port), "--api-url", api.url,
+        [sys.executable, "-m", "pmx.cli", "autoscaler", "--port", str(port), "--api-url", api.url,
          "--token", api.tokens["viewer"], "--name", "live-worker", "--log-level", "warning"],
         env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     worker = Worker(process, f"http://127.0.0.1:{port}")
@@ -144,7 +144,7 @@ def test_pmx_models_promote_publishes_to_the_control_plane_too(live):
     champion = next((str(v["version"]) for v in listed if "champion" in v["aliases"].split(",")), None)
     target = next(v for v in versions.good if v != champion and v != worker.decide()["policy_version"])
     env = {**api.env, "PRIORITYMAX_API_URL": api.url, "PRIORITYMAX_API_TOKEN": api.tokens["operator"]}
-    done = subprocess.run([sys.executable, "-m", "prioritymax.cli", "models", "promote", "rl_agent",
+    done = subprocess.run([sys.executable, "-m", "pmx.cli", "models", "promote", "rl_agent",
                            target, "--actor", "carol"], env=env, cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -13,8 +13,8 @@ import click
 from api.cli import serve_api, serve_autoscaler, tokens
 from ml.cli import TrainerGroup, demo, run, sim, trainer
 from ml.models_cli import models
+from pmx.up import up_command
 from prioritymax.settings import get_settings
-from prioritymax.up import up_command
 
 
 @click.group(cls=TrainerGroup, context_settings={"help_option_names": ["-h", "--help"]})

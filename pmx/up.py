@@ -27,10 +27,8 @@ Adding a service (the dashboard, the autoscaler worker) is one :class:`Service` 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,6 +42,7 @@ from typing import Any
 
 import click
 
+from prioritymax.ports import IN_USE, WILDCARD_HOSTS, bind_problem
 from prioritymax.settings import REPO_ROOT, Settings, get_settings
 
 WORKSPACE = REPO_ROOT / "workspace.yaml"
@@ -94,7 +93,7 @@ SERVICES: list[Service] = [
             port_flag="--api-port", default_port=8000, ready_path="/config/health", url_path="/docs",
             note="config control plane and workflows; health: /config/health"),
     Service("autoscaler", "Autoscaler worker",
-            ("{python}", "-m", "prioritymax.cli", "autoscaler", "--host", "{host}", "--port", "{port}"),
+            ("{python}", "-m", "pmx.cli", "autoscaler", "--host", "{host}", "--port", "{port}"),
             port_flag="--autoscaler-port", default_port=8100, ready_path="/autoscaler/health",
             url_path="/autoscaler/health", note="decisions: POST /autoscaler/decide; follows the API"),
     Service("dashboard", "Dashboard",
@@ -355,25 +354,6 @@ class Supervisor:
         self.stop_signal = signum
 
 
-IN_USE = "is already in use"
-#: Listening on a wildcard address, a service is reached on the loopback one.
-WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
-
-
-def bind_problem(host: str, port: int) -> str | None:
-    """Why a server could not listen on host:port now (None: it could). Binds as servers do, with
-    SO_REUSEADDR, so a port in TIME_WAIT counts as free and one with a listener as taken. The port
-    check of ``pmx up`` and ``pmx api``."""
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, port))
-    except OSError as error:
-        return IN_USE if error.errno == errno.EADDRINUSE else (error.strerror or str(error))
-    return None
-
-
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -432,8 +412,8 @@ def up(host: str, ports: dict[str, int], pipeline: bool, dagster: bool) -> int:
         return 1
     # The API makes the first admin token at its start; the autoscaler worker, started beside it,
     # reads it (settings.api_client_token) to follow the API, so it is made here first.
-    from api.db import engine_for
     from api.security import ensure_admin_token
+    from prioritymax.db import engine_for
 
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
     ensure_admin_token(engine_for(settings.db_url), settings.secrets_dir, admin)

@@ -46,9 +46,9 @@ from typing import Any
 import httpx
 from websockets.sync.client import ClientConnection, connect
 
-from api.config.flags import FlagResult, evaluate
+from client.flags import FlagResult, evaluate
 
-log = logging.getLogger("api.client")
+log = logging.getLogger("client.control_plane")
 
 CONFIG, FLAG = "config", "flag"
 #: The most changes the server replays after ``?since=`` (``ConfigService.changes_since``); a
@@ -129,7 +129,7 @@ class ConfigClient:
         return (item, "global") if item is not None else (None, None)
 
     def flag(self, name: str, tenant: str | None = None, context: dict[str, Any] | None = None) -> FlagResult:
-        """Evaluate a flag exactly as the server does (:func:`api.config.flags.evaluate`).
+        """Evaluate a flag exactly as the server does (:func:`client.flags.evaluate`).
 
         A result that does not depend on the context (anything but a rollout) is memoised per
         (flag, tenant) until the next flag change: building a ``FlagResult`` costs

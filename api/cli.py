@@ -46,8 +46,9 @@ def tokens() -> None:
 @click.option("--name", required=True, help="who or what uses it (shown in audit lines)")
 def create(role: str, name: str) -> None:
     """Create a token; it is printed once and stored only as a hash."""
-    from api.security import Role, create_token
+    from api.security import create_token
     from prioritymax.db import engine_for
+    from prioritymax.roles import Role
 
     token = create_token(engine_for(get_settings().layout_home().db_url), Role[role], name)
     click.echo(json.dumps({"name": name, "role": role, "token": token}))

@@ -10,7 +10,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPBearer
 
 from api.config.plane import ControlPlane, control_plane
-from api.security import Role
+from prioritymax.roles import Role
 
 #: The bearer scheme's description in OpenAPI.
 BEARER_DESCRIPTION = "a token from `pmx tokens create`"

@@ -8,7 +8,6 @@ token is created: ``PRIORITYMAX_ADMIN_TOKEN`` when set, else a generated one wri
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import os
 import secrets
@@ -21,12 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from prioritymax.db import api_tokens
 from prioritymax.files import atomic_path
-
-
-class Role(enum.IntEnum):
-    viewer = 1
-    operator = 2
-    admin = 3
+from prioritymax.roles import Role
 
 
 def token_hash(token: str) -> str:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from ml.registry import MODEL_NAMES, ROLES, default_actor
+from ml.registry import MODEL_NAMES, default_actor
+from prioritymax.roles import ROLES
 
 ACTOR = click.option("--actor", default=None, help="who acts [default: the login name]")
 ROLE = click.option("--role", type=click.Choice(ROLES), default="operator", show_default=True,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from prioritymax.files import append_jsonl
+from prioritymax.roles import ROLES
 from prioritymax.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,6 @@ MODEL_NAMES = ("predictor", "rl_agent")
 #: The control-plane config key that carries each model's live version: a promotion writes it,
 #: every autoscaler worker follows it (``api/autoscaler``).
 CONFIG_KEYS = {"predictor": "predictor.model_version", "rl_agent": "autoscaler.policy_version"}
-ROLES = ("viewer", "operator", "admin")
 GATE_PREFIX = "gate."
 
 

@@ -22,9 +22,10 @@ from api.admin import training
 from api.config.routes.common import TimedRoute, http_errors
 from api.config.service import CONFIG
 from api.deps import Admin, Operator
-from api.security import NAME_LIMIT, Role
+from api.security import NAME_LIMIT
 from api.workflows.routes.common import Plane
 from ml import registry
+from prioritymax.roles import Role
 
 router = APIRouter(prefix="/admin", route_class=TimedRoute, tags=["admin"])
 log = logging.getLogger("api.admin")

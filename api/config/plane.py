@@ -19,10 +19,11 @@ from api.config.hub import Hub
 from api.config.keyring import Keyring
 from api.config.metrics import ConfigMetrics
 from api.config.service import ConfigService
-from api.security import Role, ensure_admin_token, role_of
+from api.security import ensure_admin_token, role_of
 from api.tasks import BackgroundTasks
 from prioritymax.alerts import post_slack_async
 from prioritymax.db import engine_for, reader_for
+from prioritymax.roles import Role
 from prioritymax.settings import Settings, get_settings
 
 log = logging.getLogger("api.config")

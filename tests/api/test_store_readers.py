@@ -7,8 +7,9 @@ from sqlalchemy import event
 
 from api.config.keyring import Keyring
 from api.config.service import CONFIG, ConfigService
-from api.security import Role, create_token, role_of
+from api.security import create_token, role_of
 from prioritymax.db import engine_for, reader_for
+from prioritymax.roles import Role
 
 
 def test_reads_begin_deferred_and_writes_immediate(tmp_path):

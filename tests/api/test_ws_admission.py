@@ -11,7 +11,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from api.config.plane import ControlPlane
 from api.config.routes.ws import admit
-from api.security import Role, create_token
+from api.security import create_token
+from prioritymax.roles import Role
 from prioritymax.settings import Settings
 
 with warnings.catch_warnings():  # it prefers the httpx2 package to plain httpx (STACK.md)

@@ -18,7 +18,7 @@ from api.config.routes.common import (
 from api.config.schemas import BatchResult, ConfigBatch, ConfigWrite, ItemPublic, Resolved, VersionPublic
 from api.config.service import CONFIG, BatchRefused
 from api.deps import Admin, Operator, PlaneDep, Viewer
-from api.security import Role
+from prioritymax.roles import Role
 
 router = APIRouter(prefix="/config", route_class=TimedRoute, tags=["config"])
 

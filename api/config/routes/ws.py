@@ -16,7 +16,7 @@ from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect
 from api.config.hub import Hub
 from api.config.plane import ControlPlane, control_plane
 from api.deps import authenticate
-from api.security import Role
+from prioritymax.roles import Role
 
 router = APIRouter(prefix="/config")
 

@@ -97,9 +97,12 @@ class ControlPlane:
         self._sockets.pop(socket, None)
 
     async def close_revoked_sockets(self) -> int:
-        """Close every watched WebSocket whose token is no longer valid; how many were closed."""
-        revoked = [(socket, close) for socket, (token, close) in list(self._sockets.items())
-                   if self.lookup_token(token) is None]
+        """Close every watched WebSocket whose token is no longer valid; how many were closed.
+        Each distinct token is looked up once, off the event loop (a cache miss reads the store)."""
+        watched = list(self._sockets.items())
+        tokens = {token for _, (token, _) in watched}
+        invalid = await asyncio.to_thread(lambda: {t for t in tokens if self.lookup_token(t) is None})
+        revoked = [(socket, close) for socket, (token, close) in watched if token in invalid]
         for socket, close in revoked:
             self._sockets.pop(socket, None)
             with contextlib.suppress(Exception):  # already gone: nothing to close

@@ -492,8 +492,12 @@ class ConfigService:
     def repair_audit(self) -> int:
         """Append the audit line of any settled committed change the audit log lacks (its process
         was killed between the commit and the line: ``api.config.audit``); how many."""
+        with self.reader.connect() as conn:  # the common case: nothing missing, no write lock taken
+            if not audit_log.missing_lines(conn, audit_log.audited_revisions(self.audit_path),
+                                           time.time() - audit_log.SETTLE_S):
+                return 0
         with self.engine.begin() as conn:
-            _serialize_writers(conn)  # one repairer at a time, among all replicas
+            _serialize_writers(conn)  # one repairer at a time, among all replicas: look again under it
             return audit_log.repair(conn, self.audit_path, self._audit.append)
 
     def close(self) -> None:

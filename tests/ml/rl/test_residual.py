@@ -133,3 +133,50 @@ def test_the_training_reward_is_the_improvement_over_the_rule(traffic):
     trimmed = [env.step(np.zeros(3, dtype=np.int64))[1] for _ in range(50)]
     assert np.sum(trimmed) < 0
     env.close()
+
+
+def _target(control: ResidualControl, queue, active: float, rate: float = 5.0, now: float | None = None):
+    info = reading_info(np.asarray(queue, dtype=np.float64), rate if now is None else now, rate,
+                        active, 0, 0.5)
+    return float(control.rule_target(info)[0])
+
+
+def test_the_backlog_term_drains_only_what_the_pool_would_not_clear_in_time():
+    """10 active workers clear 300 tasks in the high class's 30 s SLA: with a threshold of 0.5 a
+    backlog of 150 (half the SLA) adds nothing; 450 adds (450 - 150) / (1 x 30) = 10 workers.
+    Without a threshold the whole backlog counts (the rule before this one)."""
+    plain = ResidualControl(CONFIG, 30.0, 0.05, drain_sla_fraction=1.0, instant_rate=False)
+    thresholded = dataclasses.replace(plain, drain_threshold=0.5)
+    empty = _target(plain, [0, 0, 0], 10)
+    assert _target(thresholded, [150, 0, 0], 10) == empty
+    assert _target(thresholded, [450, 0, 0], 10) == pytest.approx(empty + 10)
+    assert _target(plain, [450, 0, 0], 10) == pytest.approx(empty + 15)
+
+
+def test_near_the_cap_every_queued_task_counts():
+    """At a rate whose Erlang-C pool is half the largest pool or more, the threshold is ignored:
+    a pool that cannot grow much later drains its backlog now."""
+    control = ResidualControl(CONFIG, 30.0, 0.05, drain_sla_fraction=1.0, instant_rate=False,
+                              drain_threshold=0.5)
+    plain = dataclasses.replace(control, drain_threshold=0.0)
+    busy_rate = 0.5 * CONFIG.max_workers * CONFIG.service_rate
+    near_cap = _target(control, [150, 0, 0], 30, rate=busy_rate)
+    assert near_cap == _target(plain, [150, 0, 0], 30, rate=busy_rate)
+    assert _target(control, [150, 0, 0], 10) < _target(plain, [150, 0, 0], 10)
+
+
+def test_the_rule_follows_the_instantaneous_rate_only_past_its_jump_ratio():
+    control = ResidualControl(CONFIG, 30.0, 0.05, drain_sla_fraction=None, jump_ratio=3.0)
+    smoothed = _target(control, [0, 0, 0], 10, rate=5.0)
+    assert _target(control, [0, 0, 0], 10, rate=5.0, now=12.0) == smoothed  # 2.4x: noise
+    assert _target(control, [0, 0, 0], 10, rate=5.0, now=20.0) > smoothed  # 4x: a jump
+    assert _target(dataclasses.replace(control, jump_ratio=1.5), [0, 0, 0], 10, rate=5.0, now=12.0) > smoothed
+
+
+def test_a_checkpoint_from_before_the_threshold_keeps_its_rule():
+    """Older checkpoints have no drain_threshold or jump_ratio: they load as the rule they were
+    trained with (every queued task counts; jumps past 1.5x)."""
+    data = ResidualControl(CONFIG, 30.0, 0.05, drain_sla_fraction=2.0).to_dict()
+    del data["drain_threshold"], data["jump_ratio"]
+    old = ResidualControl.from_dict(data)
+    assert old.drain_threshold == 0.0 and old.jump_ratio == 1.5

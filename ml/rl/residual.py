@@ -343,13 +343,15 @@ def validate_adjustments(policy: Any, control: ResidualControl, traffic: RateSer
                          f"flash_crowds_at_{FLASH_VARIANT_LOAD:g}"]}
 
 
-#: What :func:`tune_base_rule` tries for the backlog term's threshold and the jump ratio. The
-#: smoothed rate takes 18% of a step at once, so a 3x jump of the instantaneous over the smoothed
-#: rate is a 5.4x step in load (a flash crowd), and 1.5x a 1.7x step (ordinary bursts on many traces).
+# What tune_base_rule tries.
+#: The backlog term's thresholds, as shares of each class's SLA.
 DRAIN_THRESHOLDS = (0.0, 0.25, 0.5)
-#: Backlog horizons tried, in SLAs (0.5 and 8 were never chosen on NASA, its overloaded history or
-#: the synthetic profile, and each value costs a tenth of the tuning time).
+#: Its horizons, in SLAs (0.5 and 8 were never chosen on NASA, its overloaded history or the
+#: synthetic profile; each horizon is 9 of the candidates, about a fifth of the tuning time).
 DRAIN_HORIZONS = (1.0, 2.0, 4.0)
+#: Jump ratios. The smoothed rate takes 18% of a step at once, so a 3x jump of the instantaneous
+#: over the smoothed rate is a 5.4x step in load (a flash crowd), and 1.5x a 1.7x step (ordinary
+#: bursts on many traces).
 JUMP_RATIOS = (1.5, 3.0)
 
 

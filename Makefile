@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.pmx-installed
 DEPS_HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 
-.PHONY: setup up test lint bench lock
+.PHONY: setup up test lint bench lock proto
 
 
 setup:
@@ -42,6 +42,11 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+
+# The KEDA external scaler's gRPC modules, generated from its .proto (committed; run after editing it).
+proto: setup
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
+	  api/autoscaler/keda/externalscaler.proto
 
 bench: setup
 	$(BIN)/python bench/sim_throughput.py

@@ -89,8 +89,12 @@ def list_tokens() -> None:
                    "admin token]")
 @click.option("--no-follow", is_flag=True, help="serve the registry's champions; follow no control plane")
 @click.option("--name", default=None, help="this worker's name in decisions and health [host-pid]")
+@click.option("--grpc-port", default=None, type=click.IntRange(1, 65535),
+              envvar="PRIORITYMAX_AUTOSCALER_GRPC_PORT",
+              help="also serve KEDA's external scaler (gRPC) on this port, same host "
+                   "[PRIORITYMAX_AUTOSCALER_GRPC_PORT; off]")
 @click.option("--log-level", default="info", show_default=True)
-def serve_autoscaler(host, port, api_url, token, no_follow, name, log_level) -> None:
+def serve_autoscaler(host, port, api_url, token, no_follow, name, grpc_port, log_level) -> None:
     """Serve scaling decisions from the champion models, hot-swapped on promotion."""
     import uvicorn
 
@@ -98,6 +102,10 @@ def serve_autoscaler(host, port, api_url, token, no_follow, name, log_level) -> 
     from api.autoscaler.worker import AutoscalerWorker
 
     check_port(host, port)
+    if grpc_port is not None:
+        if grpc_port == port:
+            raise click.BadParameter("the gRPC port must differ from the HTTP port", param_hint="--grpc-port")
+        check_port(host, grpc_port)
     settings = get_settings().layout_home()
     url = None if no_follow else (api_url or settings.api_url)
     token = None if no_follow else (token or settings.api_client_token())
@@ -105,7 +113,8 @@ def serve_autoscaler(host, port, api_url, token, no_follow, name, log_level) -> 
         raise click.ClickException("no token for the control plane: pass --token, set "
                                    "PRIORITYMAX_API_TOKEN, or --no-follow")
     worker = AutoscalerWorker(settings, name=name, api_url=url, token=token)
+    keda = f"; KEDA external scaler on {host}:{grpc_port} (gRPC)" if grpc_port is not None else ""
     click.echo(f"PriorityMax autoscaler {worker.name} on http://{host}:{port}/autoscaler "
-               f"(health: /autoscaler/health); following {url or 'no control plane'}; Ctrl-C stops",
+               f"(health: /autoscaler/health){keda}; following {url or 'no control plane'}; Ctrl-C stops",
                err=True)
-    uvicorn.run(create_app(worker), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(worker, grpc_port, host), host=host, port=port, log_level=log_level)

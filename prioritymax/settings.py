@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     #: it returns; ``pmx up`` serves it there.
     dagster_url: str = Field("http://127.0.0.1:3000", validation_alias=_env("PRIORITYMAX_DAGSTER_URL"))
     autoscaler_token: SecretStr | None = Field(None, validation_alias=_env("PRIORITYMAX_AUTOSCALER_TOKEN"))
+    #: The KEDA external scaler's readings (``api/autoscaler/keda``): the Prometheus server a
+    #: ScaledObject reads from unless its trigger names one (``prometheusAddress``), and PromQL
+    #: queries by reading field that replace the built-in ones (a JSON object; a trigger's
+    #: ``query.<field>`` replaces both).
+    prometheus_url: str | None = Field(None, validation_alias=_env("PRIORITYMAX_PROMETHEUS_URL"))
+    prometheus_queries: dict[str, str] = Field(
+        default_factory=dict, validation_alias=_env("PRIORITYMAX_PROMETHEUS_QUERIES"))
     workflows_meta_dir_override: Path | None = Field(
         None, validation_alias=_env("WORKFLOWS_META_DIR")
     )

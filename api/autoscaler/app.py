@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -9,16 +10,30 @@ from fastapi import FastAPI
 from api.autoscaler.routes import attach
 from api.autoscaler.worker import AutoscalerWorker
 
+log = logging.getLogger("api.autoscaler")
 
-def create_app(worker: AutoscalerWorker) -> FastAPI:
-    """An app that serves ``worker``: started with the app, closed with it."""
+
+def create_app(worker: AutoscalerWorker, grpc_port: int | None = None,
+               grpc_host: str = "127.0.0.1") -> FastAPI:
+    """An app that serves ``worker``: started with the app, closed with it. With ``grpc_port``, KEDA's
+    external scaler (``api/autoscaler/keda``) is served beside it for the same worker."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         worker.start()
+        keda = None
+        if grpc_port is not None:
+            from api.autoscaler.keda.scaler import serve
+
+            keda = serve(worker, grpc_port, grpc_host)
+            app.state.keda_port = keda[1].port
         try:
             yield
         finally:
+            if keda is not None:
+                from api.autoscaler.keda.scaler import stop
+
+                stop(*keda)
             worker.close()
 
     app = FastAPI(title="PriorityMax autoscaler worker", lifespan=lifespan,

@@ -41,5 +41,15 @@ class AutoscalerMetrics:
                                       "1 while the live config stream is connected",
                                       registry=self.registry)
 
+        self.keda_requests = Counter("prioritymax_autoscaler_keda_requests_total",
+                                     "KEDA external scaler calls by RPC and outcome (ok, cached: "
+                                     "answered by the ScaledObject's latest decision, bad_trigger, "
+                                     "bad_reading, prometheus_unavailable)",
+                                     ["rpc", "outcome"], registry=self.registry)
+        self.keda_latency = Histogram("prioritymax_autoscaler_keda_get_metrics_seconds",
+                                      "Time to answer KEDA's GetMetrics (reading from Prometheus and "
+                                      "the decision included)", buckets=DECISION_BUCKETS + (0.25, 1.0),
+                                      registry=self.registry)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

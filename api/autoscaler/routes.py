@@ -67,7 +67,7 @@ guarded = APIRouter(dependencies=[Depends(check_token)], route_class=StrictRoute
 async def decide(reading: Reading, worker: WorkerDep) -> Response:
     # The load forecast (~50 ms of DuckDB and LightGBM) runs on a thread, so other requests are
     # not held up; the decision itself stays on the event loop: ~0.1 ms of numpy, less than a
-    # thread hop, and its per-tenant state (HPA windows) is never touched by two threads. The
+    # thread hop (KEDA's gRPC threads decide too: the worker's lock keeps its state whole). The
     # model is serialized once here; returned as a model, FastAPI would validate it again first.
     forecast = await run_in_threadpool(worker.forecast, reading)
     try:

@@ -91,6 +91,14 @@ class AutoscalerWorker:
         self._pending: set[Future] = set()
         self._rng = np.random.default_rng()
         self._hpa: dict[str | None, HPAPolicy] = {}
+        #: Decisions come from the event loop (POSTs) and from gRPC threads (KEDA): the HPA
+        #: windows and the latest decisions are changed under this lock (~0.1 ms held).
+        self._decide_lock = threading.Lock()
+        #: tenant -> (when, reading, decision) of its latest decision, for KEDA's ``posted`` readings.
+        self._latest: dict[str | None, tuple[float, Reading, Decision]] = {}
+        #: Forecasts made off the request path (KEDA's calls), one at a time; more are dropped.
+        self._forecasts = ThreadPoolExecutor(1, thread_name_prefix=f"autoscaler-forecast-{self.name}")
+        self._forecast_due: Future | None = None
         self._default_config = SimConfig()
         for model in (POLICY, PREDICTOR):
             self.metrics.model_version.labels(model=model).set(0)
@@ -124,6 +132,7 @@ class AutoscalerWorker:
         if self.config is not None:
             self.config.close()
         self._loader.shutdown(wait=False, cancel_futures=True)
+        self._forecasts.shutdown(wait=False, cancel_futures=True)
 
     # ---------------------------------------------------------------------------- model swaps
     def request(self, model: str, version: str | None, source: str) -> Future | None:
@@ -213,12 +222,40 @@ class AutoscalerWorker:
         pool's load."""
         return self.forecaster.forecast(self.models.predictor, reading)
 
+    def forecast_later(self, reading: Reading) -> None:
+        """:meth:`forecast` on a background thread: the reading's load is recorded and the
+        forecast gauges follow, without the caller waiting ~50 ms. While one is queued, another
+        is dropped (the history keeps one row per step anyway)."""
+        due = self._forecast_due
+        if due is None or due.done():
+            self._forecast_due = self._forecasts.submit(self._forecast_quietly, reading)
+
+    def _forecast_quietly(self, reading: Reading) -> None:
+        try:
+            self.forecast(reading)
+        except Exception:  # a forecast never fails a decision; counted by the forecaster
+            log.exception("a background forecast failed")
+
+    def policy_config(self) -> SimConfig:
+        """The served policy's simulator configuration (classes, bounds), else the default one."""
+        policy = self.models.policy
+        return policy.config if policy is not None else self._default_config
+
+    def latest_decision(self, tenant: str | None) -> tuple[float, Reading, Decision] | None:
+        """(when, reading, decision) of the tenant's latest decision, None before its first."""
+        with self._decide_lock:
+            return self._latest.get(tenant)
+
     def decide(self, reading: Reading, forecast: Forecast | None = None) -> Decision:
         """One decision, with ``forecast`` (None: made here, :meth:`forecast`); a
         :class:`~api.autoscaler.decide.ReadingError` for a reading that does not fit the policy's
         classes. Never waits for a load, never fails for want of a model."""
         if forecast is None:
             forecast = self.forecast(reading)
+        with self._decide_lock:
+            return self._decide(reading, forecast)
+
+    def _decide(self, reading: Reading, forecast: Forecast) -> Decision:
         started = time.perf_counter()  # the decision's own time: forecasts take far longer
         models = self.models  # read once: this decision's policy and predictor
         policy = models.policy
@@ -255,7 +292,11 @@ class AutoscalerWorker:
             action_probability=probability, forecast=forecast, worker=self.name)
         self.metrics.decisions.labels(mode=mode).inc()
         self.metrics.decision_latency.observe(time.perf_counter() - started)
-        self.recent.append((time.time(), decision))
+        now = time.time()
+        self.recent.append((now, decision))
+        if tenant not in self._latest and len(self._latest) >= HPA_TENANTS_LIMIT:
+            self._latest.pop(next(iter(self._latest)))
+        self._latest[tenant] = (now, reading, decision)
         return decision
 
     def _loop_on(self, tenant: str | None) -> bool:

@@ -1,8 +1,9 @@
-"""Throwaway PostgreSQL and Redis servers for the scale-out tests: real servers, on loopback only,
-on free ports, with their files in a temporary directory that is removed when they stop.
+"""Throwaway PostgreSQL, Redis and Prometheus servers for the scale-out and KEDA tests: real
+servers, on loopback only, on free ports, with their files in a temporary directory that is removed
+when they stop.
 
-The binaries come from Debian's ``postgresql`` and ``redis-server`` packages, which ``.ci/run``
-installs. When they are missing the tests *fail* with that advice rather than skip: a skipped
+The binaries come from Debian's ``postgresql``, ``redis-server`` and ``prometheus`` packages, which
+``.ci/run`` installs. When they are missing the tests *fail* with that advice rather than skip: a skipped
 scale-out test would let a broken multi-replica setup pass CI unnoticed.
 """
 
@@ -23,7 +24,7 @@ import pytest
 from tests.api.conftest import free_port
 
 INSTALL_HINT = ("run .ci/run, or install the Debian packages yourself: "
-                "apt-get install -y --no-install-recommends postgresql redis-server")
+                "apt-get install -y --no-install-recommends postgresql redis-server prometheus")
 
 
 def _version_key(path: str) -> tuple[int, ...]:
@@ -188,6 +189,92 @@ def postgres_server() -> Iterator[PostgresServer]:
 @contextlib.contextmanager
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
+    try:
+        yield server.start()
+    finally:
+        server.cleanup()
+
+
+class PrometheusServer:
+    """``prometheus`` scraping ``targets`` (host:port) every ``scrape_interval``, TSDB in a
+    temporary directory; :meth:`start` returns once ``/-/ready`` answers."""
+
+    def __init__(self, targets: list[str], scrape_interval: str = "200ms") -> None:
+        binary = shutil.which("prometheus")
+        if binary is None:
+            pytest.fail(f"prometheus is not installed: {INSTALL_HINT}", pytrace=False)
+        self.binary = binary
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="pmx-prometheus-"))
+        targets_yaml = ", ".join(f'"{t}"' for t in targets)
+        (self.root / "prometheus.yml").write_text(
+            f"global:\n  scrape_interval: {scrape_interval}\n  scrape_timeout: {scrape_interval}\n"
+            f"scrape_configs:\n  - job_name: pools\n    static_configs:\n"
+            f"      - targets: [{targets_yaml}]\n")
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> PrometheusServer:
+        import httpx
+
+        log = open(self.root / "prometheus.log", "a")  # noqa: SIM115 - the child writes it until stop()
+        self.process = subprocess.Popen(
+            [self.binary, f"--config.file={self.root / 'prometheus.yml'}",
+             f"--storage.tsdb.path={self.root / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"prometheus exited:\n{(self.root / 'prometheus.log').read_text()}")
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"prometheus was not ready within {timeout} s")
+
+    def query(self, expression: str) -> list[dict]:
+        import httpx
+
+        body = httpx.post(f"{self.url}/api/v1/query", data={"query": expression}, timeout=5).json()
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def wait_for(self, expression: str, value: float, timeout: float = 30) -> None:
+        """Until ``expression`` answers ``value`` (a scrape has brought it in)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.query(expression)
+            if result and float(result[0]["value"][1]) == value:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{expression} did not reach {value} within {timeout} s: {result}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def prometheus_server(targets: list[str], scrape_interval: str = "200ms") -> Iterator[PrometheusServer]:
+    server = PrometheusServer(targets, scrape_interval)
     try:
         yield server.start()
     finally:

@@ -43,6 +43,10 @@ class UnknownVersion(RegistryError):
     """No such model or version (the admin API's 404)."""
 
 
+class Unservable(RegistryError):
+    """A version whose checkpoint does not load as a worker would load it."""
+
+
 class NotAllowed(RegistryError):
     """The role acted in may not do this (the admin API's 403)."""
 
@@ -278,6 +282,7 @@ def promote(
     previous = str(current.version) if current is not None else ""
     if previous == str(target.version):
         raise RegistryError(f"{name} version {version} is already the champion")
+    _check_loads(name, str(target.version))
     mlflow_client = client()
     when = datetime.now(UTC).isoformat(timespec="seconds")
     metrics = mlflow_client.get_run(target.run_id).data.metrics if target.run_id else {}
@@ -299,6 +304,18 @@ def promote(
     _audit(record)
     log.info("%s: champion is now version %s (was %s), by %s", name, target.version, previous, actor)
     return record
+
+
+def _check_loads(name: str, version: str) -> None:
+    """Load the version as a worker would (``ml.serving.load``: download, read, act once); one
+    that cannot be served is refused before the alias moves, even when forced: workers would
+    refuse it and keep the old one, and the registry would name a champion nobody serves."""
+    from ml.serving import ModelLoadError, load
+
+    try:
+        load(name, version, "promotion check")
+    except ModelLoadError as error:
+        raise Unservable(f"{error}; not promoted (workers could not serve it)") from None
 
 
 def rollback(name: str, *, actor: str | None = None, role: str = "operator") -> dict[str, Any]:

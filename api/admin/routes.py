@@ -55,7 +55,8 @@ class Launch(BaseModel):
 
 def registry_errors(error: registry.RegistryError) -> HTTPException:
     status = 404 if isinstance(error, registry.UnknownVersion) else \
-        403 if isinstance(error, registry.NotAllowed) else 409
+        403 if isinstance(error, registry.NotAllowed) else \
+        422 if isinstance(error, registry.Unservable) else 409
     return HTTPException(status, str(error))
 
 
@@ -80,7 +81,9 @@ async def list_models(caller: Operator, name: Annotated[Literal["predictor", "rl
 @router.post("/models/{name}/promote", summary="Make a version the champion and publish it live",
              responses={403: {"description": "force without the admin role"},
                         404: {"description": "no such version"},
-                        409: {"description": "its gate has not passed, or it already is the champion"}})
+                        409: {"description": "its gate has not passed, or it already is the champion"},
+                        422: {"description": "its checkpoint does not load as a worker would load it "
+                                             "(the alias does not move, even with force)"}})
 async def promote(name: ModelName, body: Promotion, caller: Operator) -> dict[str, Any]:
     if body.force and caller.role < Role.admin:
         raise HTTPException(403, "promoting past the gate (force) needs the admin role")

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from api.autoscaler.models import ServedPolicy
 from api.autoscaler.schemas import Reading
+from ml.serving import ServedPolicy
 from ml.sim.config import SimConfig
 from ml.sim.core import observation_from_reading
 from ml.sim.policies import HPAPolicy

@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from api.autoscaler.metrics import AutoscalerMetrics
-from api.autoscaler.models import ServedPredictor
 from api.autoscaler.schemas import Forecast, Reading
 from ml.predictor.data import DEFAULT_TARGETS, DataError
+from ml.serving import ServedPredictor
 
 log = logging.getLogger("api.autoscaler")
 

@@ -5,7 +5,7 @@ registry's ``champion`` alias and writes the version to the control plane
 (``autoscaler.policy_version``, ``predictor.model_version``); this worker follows the control plane
 with the Python client (``client/control_plane.py``) and, on a new version, loads it on its loader thread and
 swaps it in. Decisions never wait for a load and never see half a swap: the models in use are one
-immutable :class:`~api.autoscaler.models.ModelSet` read once per decision.
+immutable :class:`~ml.serving.ModelSet` read once per decision.
 
 Which version: at start, the registry's champions; from then on, the control plane's value once its
 snapshot is loaded (it is the live channel a promotion or a rollback writes to), with the latest
@@ -37,10 +37,10 @@ import numpy as np
 from api.autoscaler import decide
 from api.autoscaler.forecast import LoadForecaster
 from api.autoscaler.metrics import AutoscalerMetrics
-from api.autoscaler.models import POLICY, PREDICTOR, ModelLoadError, ModelSet, champion, load
 from api.autoscaler.schemas import MODE_HOLD, MODE_HPA, MODE_POLICY, Decision, Forecast, Reading
 from client.control_plane import READY, ConfigClient
 from ml.registry import CONFIG_KEYS
+from ml.serving import POLICY, PREDICTOR, ModelLoadError, ModelSet, champion, load
 from ml.sim.config import SimConfig
 from ml.sim.policies import HPAPolicy
 from prioritymax.alerts import post_slack

@@ -51,13 +51,15 @@ def live(tmp_path_factory):
     versions = register_policies(work / "home", work)
     slack = SlackReceiver()
     api = start_server(versions.home)
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     env = {**api.env, "SLACK_WEBHOOK_URL": slack.url}
     process = subprocess.Popen(
-        [sys.executable, "-m", "pmx.cli", "autoscaler", "--port", str(port), "--api-url", api.url,
+        [sys.executable, "-m", "pmx.cli", "autoscaler", "--port", str(port), "--grpc-port", str(grpc_port),
+         "--api-url", api.url,
          "--token", api.tokens["viewer"], "--name", "live-worker", "--log-level", "warning"],
         env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     worker = Worker(process, f"http://127.0.0.1:{port}")
+    worker.grpc_port = grpc_port
     try:  # stopped below even when the worker never gets ready
         wait_until_answers(f"{worker.url}/autoscaler/health", process, "the worker",
                            ok=lambda response: response.json()["status"] == "ok", log=process.stdout.read)
@@ -95,6 +97,8 @@ def test_the_worker_serves_the_champion_and_refuses_bad_readings(live):
 
 
 def test_a_promotion_is_live_on_the_worker_and_a_broken_one_is_refused(live):
+    """A version that does not load is refused by the promotion itself (422, the alias stays); one
+    written to the control plane by hand is refused by the worker, which keeps serving."""
     versions, api, worker, slack = live
     with api.client("operator") as operator:
         promoted = operator.post("/admin/models/rl_agent/promote", json={"version": int(versions.good[1])})
@@ -104,7 +108,14 @@ def test_a_promotion_is_live_on_the_worker_and_a_broken_one_is_refused(live):
         worker.wait_for(lambda d: d["policy_version"] == versions.good[1], "promotion to live")
 
         broken = operator.post("/admin/models/rl_agent/promote", json={"version": int(versions.broken)})
-        assert broken.status_code == 200, broken.text
+        assert broken.status_code == 422, broken.text
+        assert "not promoted (workers could not serve it)" in broken.json()["detail"]
+        models = operator.get("/admin/models", params={"name": "rl_agent"}).json()
+        assert [str(m["version"]) for m in models if "champion" in m["aliases"]] == [versions.good[1]]
+
+        by_hand = operator.post("/config", json={"key": "autoscaler.policy_version",
+                                                 "value": int(versions.broken), "comment": "by hand"})
+        assert by_hand.status_code in (200, 201), by_hand.text
     text = slack.wait_for(f"rl_agent version {versions.broken} refused", timeout=30)
     assert f"still serving {versions.good[1]}" in text
     assert worker.decide()["policy_version"] == versions.good[1]
@@ -112,6 +123,26 @@ def test_a_promotion_is_live_on_the_worker_and_a_broken_one_is_refused(live):
     assert error["version"] == versions.broken and error["source"] == "control_plane"
     swaps = worker.http.get("/autoscaler/swaps").json()
     assert [s["to"] for s in swaps] == [versions.good[0], versions.good[1]]
+
+
+def test_keda_asks_the_worker_over_grpc(live):
+    """``pmx autoscaler --grpc-port`` serves KEDA's external scaler beside the HTTP routes; a trigger
+    with ``readings: posted`` answers with the tenant's latest POSTed decision."""
+    import grpc
+
+    from api.autoscaler.keda import externalscaler_pb2 as pb
+    from api.autoscaler.keda import externalscaler_pb2_grpc as pb_grpc
+
+    _, _, worker, _ = live
+    decision = worker.decide(tenant="org:keda")
+    ref = pb.ScaledObjectRef(name="workers", namespace="default",
+                             scalerMetadata={"tenant": "org:keda", "readings": "posted"})
+    with grpc.insecure_channel(f"127.0.0.1:{worker.grpc_port}") as channel:
+        stub = pb_grpc.ExternalScalerStub(channel)
+        assert stub.GetMetricSpec(ref, timeout=10).metricSpecs[0].metricName == "prioritymax-workers"
+        value = stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref), timeout=10).metricValues[0]
+        assert value.metricValueFloat == decision["target_workers"]
+        assert stub.IsActive(ref, timeout=10).result is True
 
 
 def test_flags_steer_the_worker_per_tenant(live):

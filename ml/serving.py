@@ -1,4 +1,6 @@
-"""The model versions an autoscaler worker serves, loaded from the MLflow registry.
+"""The model versions an autoscaler worker serves, loaded from the MLflow registry; promotion
+(``ml.registry.promote``) loads a version the same way before it moves the alias, so a version
+no worker could serve never becomes the champion.
 
 A loaded version is immutable: the worker swaps a whole :class:`ModelSet` (one attribute
 assignment, atomic under the GIL), so a decision reads one consistent pair of versions however a

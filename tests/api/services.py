@@ -126,7 +126,28 @@ class PostgresServer:
         return self.url(name)
 
 
-class RedisServer:
+class ChildServer:
+    """A server run as a child process (``process``) with its files under ``root``."""
+
+    process: subprocess.Popen | None
+    root: Path
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class RedisServer(ChildServer):
     """``redis-server`` without persistence; :meth:`stop` and :meth:`start` again reuse the port, so
     clients configured with :attr:`url` can reconnect."""
 
@@ -162,19 +183,6 @@ class RedisServer:
         self.stop()
         raise RuntimeError(f"redis-server did not answer PING within {timeout} s")
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -195,7 +203,7 @@ def redis_server() -> Iterator[RedisServer]:
         server.cleanup()
 
 
-class PrometheusServer:
+class PrometheusServer(ChildServer):
     """``prometheus`` scraping ``targets`` (host:port) every ``scrape_interval``, TSDB in a
     temporary directory; :meth:`start` returns once ``/-/ready`` answers."""
 
@@ -257,19 +265,6 @@ class PrometheusServer:
                 raise AssertionError(f"{expression} did not reach {value} within {timeout} s: {result}")
             time.sleep(0.02)
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @contextlib.contextmanager

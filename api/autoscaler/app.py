@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from api.autoscaler.routes import attach
 from api.autoscaler.worker import AutoscalerWorker
-
-log = logging.getLogger("api.autoscaler")
 
 
 def create_app(worker: AutoscalerWorker, grpc_port: int | None = None,
@@ -26,7 +23,6 @@ def create_app(worker: AutoscalerWorker, grpc_port: int | None = None,
             from api.autoscaler.keda.scaler import serve
 
             keda = serve(worker, grpc_port, grpc_host)
-            app.state.keda_port = keda[1].port
         try:
             yield
         finally:

@@ -164,6 +164,8 @@ class KedaScaler(pb_grpc.ExternalScalerServicer):
         self._answers: dict[str, Answer] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        #: The port :func:`serve` bound (useful when it was asked for port 0).
+        self.port: int | None = None
 
     def close(self) -> None:
         self._stopping.set()
@@ -194,11 +196,12 @@ class KedaScaler(pb_grpc.ExternalScalerServicer):
 
     def GetMetrics(self, request, context):  # noqa: N802
         started = time.perf_counter()
-        answer = self._answer(request.scaledObjectRef, context, "GetMetrics")
-        replicas = answer.decision.target_workers
+        ref = request.scaledObjectRef
+        trigger = self._trigger(ref, context)
+        replicas = self._answer(ref, context, "GetMetrics", trigger).decision.target_workers
         self.worker.metrics.keda_latency.observe(time.perf_counter() - started)
         return pb.GetMetricsResponse(metricValues=[pb.MetricValue(
-            metricName=request.metricName or self._trigger(request.scaledObjectRef, context).metric_name,
+            metricName=request.metricName or trigger.metric_name,
             metricValue=replicas, metricValueFloat=float(replicas))])
 
     # ------------------------------------------------------------------------------- answers

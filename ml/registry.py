@@ -126,6 +126,11 @@ def champion_version(name: str):
     return version_by_alias(name, CHAMPION) if registry_exists() else None
 
 
+def challenger_version(name: str):
+    """The model version that holds ``challenger``; None without a registry, the model or one."""
+    return version_by_alias(name, CHALLENGER) if registry_exists() else None
+
+
 def champion_checkpoint(name: str, pattern: str, destination: Path) -> tuple[Path, str] | None:
     """The champion version's checkpoint file (its ``checkpoint`` artifact matching
     ``pattern``), downloaded into ``destination``, with the version; None without a champion."""

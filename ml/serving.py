@@ -64,6 +64,9 @@ class ModelSet:
 
     policy: ServedPolicy | None = None
     predictor: ServedPredictor | None = None
+    #: The registry's rl_agent challenger, loaded beside the champion: it decides in the shadow of
+    #: every reading and is swapped in by a pointer flip if it is promoted.
+    challenger: ServedPolicy | None = None
 
     def version(self, name: str) -> str | None:
         served = self.policy if name == POLICY else self.predictor
@@ -74,9 +77,25 @@ class ModelSet:
         return dataclasses.replace(self, **{field: served})
 
 
+    def with_challenger(self, served: ServedPolicy | None) -> ModelSet:
+        return dataclasses.replace(self, challenger=served)
+
+    def promoting_challenger(self, source: str) -> ModelSet:
+        """The challenger as the policy in use (nothing loads: the promotion is this pointer)."""
+        assert self.challenger is not None
+        return dataclasses.replace(self, policy=dataclasses.replace(self.challenger, source=source),
+                                   challenger=None)
+
+
 def champion(name: str) -> str | None:
     """The registry's champion version of ``name``; None without a registry or a champion."""
     found = registry.champion_version(name)
+    return None if found is None else str(found.version)
+
+
+def challenger(name: str) -> str | None:
+    """The registry's challenger version of ``name``; None without a registry or a challenger."""
+    found = registry.challenger_version(name)
     return None if found is None else str(found.version)
 
 

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     #: it returns; ``pmx up`` serves it there.
     dagster_url: str = Field("http://127.0.0.1:3000", validation_alias=_env("PRIORITYMAX_DAGSTER_URL"))
     autoscaler_token: SecretStr | None = Field(None, validation_alias=_env("PRIORITYMAX_AUTOSCALER_TOKEN"))
+    #: How often an autoscaler worker asks the registry for the rl_agent challenger it shadows
+    #: (seconds; 0: no shadow challenger).
+    shadow_refresh_seconds: float = Field(
+        30.0, ge=0, validation_alias=_env("PRIORITYMAX_SHADOW_REFRESH_SECONDS"))
     #: The KEDA external scaler's readings (``api/autoscaler/keda``): the Prometheus server a
     #: ScaledObject reads from unless its trigger names one (``prometheusAddress``), and PromQL
     #: queries by reading field that replace the built-in ones (a JSON object; a trigger's

@@ -51,5 +51,24 @@ class AutoscalerMetrics:
                                       "the decision included)", buckets=DECISION_BUCKETS + (0.25, 1.0),
                                       registry=self.registry)
 
+        self.challenger_version = Gauge("prioritymax_autoscaler_challenger_version",
+                                        "The registry's rl_agent challenger loaded in the shadow "
+                                        "(0: none)", registry=self.registry)
+        self.shadow_decisions = Counter("prioritymax_autoscaler_shadow_decisions_total",
+                                        "The challenger's shadow decisions by outcome (agree, "
+                                        "disagree: its target against the served one; dropped: the "
+                                        "shadow thread was behind; incompatible: other classes; error)",
+                                        ["outcome"], registry=self.registry)
+        self.shadow_agreement = Gauge("prioritymax_autoscaler_shadow_agreement_ratio",
+                                      "Share of the challenger's latest shadow decisions (up to 200) "
+                                      "whose target equals the served decision's", registry=self.registry)
+        self.shadow_actions = Counter("prioritymax_autoscaler_shadow_actions_total",
+                                      "The challenger's would-be actions, by delta in workers",
+                                      ["delta"], registry=self.registry)
+        self.shadow_cost = Counter("prioritymax_autoscaler_shadow_cost_total",
+                                   "Counterfactual cost (ml/sim/counterfactual.py, the reward's units) "
+                                   "of the served decision (champion) and of the challenger's, summed "
+                                   "over the shadow decisions", ["model"], registry=self.registry)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -101,4 +101,8 @@ class Health(BaseModel):
     swaps: int
     last_swap: dict[str, Any] | None
     last_load_error: dict[str, Any] | None
+    challenger: dict[str, Any] | None = Field(
+        None, description="the rl_agent challenger held in the shadow: version, when loaded, and over "
+                          "its latest shadow decisions the agreement with the served targets and "
+                          "both counterfactual costs")
     uptime_seconds: float

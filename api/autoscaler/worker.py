@@ -12,6 +12,11 @@ snapshot is loaded (it is the live channel a promotion or a rollback writes to),
 request winning when several arrive while one loads. A version that fails to load is refused: the
 one in use keeps serving, the failure is counted, shown in the health and sent to Slack.
 
+Beside the champion, the worker holds the registry's rl_agent ``challenger`` (asked for at start and
+every PRIORITYMAX_SHADOW_REFRESH_SECONDS): it decides in the shadow of every reading, off the request
+path (``shadow.py``), so it is proven on live traffic and already loaded when it is promoted. A
+promotion to the version held in the shadow is a pointer flip: one assignment, nothing loads.
+
 Each decision carries the served predictor's load forecast for the tenant, made from the
 readings this worker received (``forecast.py``); without enough of them, or without a predictor,
 the decision says why there is none and is made all the same.
@@ -38,9 +43,10 @@ from api.autoscaler import decide
 from api.autoscaler.forecast import LoadForecaster
 from api.autoscaler.metrics import AutoscalerMetrics
 from api.autoscaler.schemas import MODE_HOLD, MODE_HPA, MODE_POLICY, Decision, Forecast, Reading
+from api.autoscaler.shadow import LoggedDecision, ShadowRunner
 from client.control_plane import READY, ConfigClient
 from ml.registry import CONFIG_KEYS
-from ml.serving import POLICY, PREDICTOR, ModelLoadError, ModelSet, champion, load
+from ml.serving import POLICY, PREDICTOR, ModelLoadError, ModelSet, challenger, champion, load
 from ml.sim.config import SimConfig
 from ml.sim.policies import HPAPolicy
 from prioritymax.alerts import post_slack
@@ -76,8 +82,8 @@ class AutoscalerWorker:
             if token is None:
                 raise ValueError("following a control plane needs a token (viewer or above)")
             self.config = ConfigClient(api_url, token, start=False)
-        #: (when, decision) of the latest decisions; turned into dicts only when asked for.
-        self.recent: collections.deque[tuple[float, Decision]] = collections.deque(maxlen=RECENT_DECISIONS)
+        #: The latest decisions (with the challenger's, once scored); dicts only when asked for.
+        self.recent: collections.deque[LoggedDecision] = collections.deque(maxlen=RECENT_DECISIONS)
         self.swaps: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_DECISIONS)
         self.swap_count = 0
         self.last_load_error: dict[str, Any] | None = None
@@ -87,7 +93,12 @@ class AutoscalerWorker:
                                           initializer=_lower_priority)
         self._requests: dict[str, tuple[int, str | None]] = {}  # model -> (sequence, version asked)
         self._sequence = 0
+        #: Held for every change of what is asked for and every write of :attr:`models`.
         self._request_lock = threading.Lock()
+        self.shadow = ShadowRunner(self.metrics, self.name, initializer=_lower_priority)
+        self._challenger_due: Future | None = None
+        self._challenger_refused: str | None = None  # a version that failed to load: not retried
+        self._stop = threading.Event()
         self._pending: set[Future] = set()
         self._rng = np.random.default_rng()
         self._hpa: dict[str | None, HPAPolicy] = {}
@@ -109,6 +120,10 @@ class AutoscalerWorker:
         :meth:`wait_loaded` blocks until the loads asked for so far are done)."""
         for model in (POLICY, PREDICTOR):
             self.request(model, None, "registry")
+        if self.settings.shadow_refresh_seconds > 0:
+            self.request_challenger()
+            threading.Thread(target=self._follow_challenger, daemon=True,
+                             name=f"autoscaler-challenger-{self.name}").start()
         if self.config is not None:
             self.config.on_change(self._on_change)
             self.config.on_state(self._on_state)
@@ -129,6 +144,8 @@ class AutoscalerWorker:
             pending[0].exception(timeout=left)  # waits; a load's own errors are handled inside it
 
     def close(self) -> None:
+        self._stop.set()
+        self.shadow.close()
         if self.config is not None:
             self.config.close()
         self._loader.shutdown(wait=False, cancel_futures=True)
@@ -144,9 +161,22 @@ class AutoscalerWorker:
                 return None
             self._sequence += 1
             self._requests[model] = (self._sequence, version)
+            if model == POLICY and self._flip(version, source):
+                return None
             future = self._loader.submit(self._load, model, version, source, self._sequence)
             self._pending = {f for f in self._pending if not f.done()} | {future}
         return future
+
+    def _flip(self, version: str | None, source: str) -> bool:
+        """Promote the challenger held in the shadow, if it is ``version``: one assignment (under
+        the request lock, so no load in flight can overwrite it: it is superseded)."""
+        models = self.models
+        if version is None or models.challenger is None or models.challenger.version != version:
+            return False
+        before = models.version(POLICY)
+        self.models = models.promoting_challenger(source)
+        self._swapped(POLICY, before, version, source, flip=True)
+        return True
 
     def _superseded(self, model: str, sequence: int) -> bool:
         return self._requests[model][0] != sequence
@@ -172,17 +202,76 @@ class AutoscalerWorker:
         except Exception as error:  # the registry unreachable while resolving the champion, ...
             self._refuse(model, version, source, f"{type(error).__name__}: {error}")
             return
-        if self._superseded(model, sequence):
-            log.info("%s version %s loaded but superseded; not swapped in", model, version)
-            return
-        before = self.models.version(model)
-        self.models = self.models.with_model(served)  # the swap: one assignment
-        swap = {"model": model, "from": before, "to": version, "source": source, "at": time.time()}
+        with self._request_lock:
+            if self._superseded(model, sequence):
+                log.info("%s version %s loaded but superseded; not swapped in", model, version)
+                return
+            models = self.models
+            before = models.version(model)
+            models = models.with_model(served)
+            if models.challenger is not None and models.challenger.version == version:
+                models = models.with_challenger(None)  # the shadow was promoted by another path
+            self.models = models  # the swap: one assignment
+            self._swapped(model, before, version, source, flip=False)
+
+    def _swapped(self, model: str, before: str | None, version: str, source: str, *, flip: bool) -> None:
+        swap = {"model": model, "from": before, "to": version, "source": source, "at": time.time(),
+                "pointer_flip": flip}
         self.swaps.append(swap)
         self.swap_count += 1
         self.metrics.swaps.labels(model=model).inc()
         self.metrics.model_version.labels(model=model).set(_numeric(version))
-        log.info("%s: now serving version %s (was %s; from the %s)", model, version, before, source)
+        if flip:
+            self.metrics.challenger_version.set(0)
+        log.info("%s: now serving version %s (was %s; from the %s%s)", model, version, before, source,
+                 ", the shadow challenger's pointer flipped" if flip else "")
+
+    # --------------------------------------------------------------------- the shadow challenger
+    def request_challenger(self) -> Future | None:
+        """Ask the registry for its rl_agent challenger and hold it in the shadow (on the loader
+        thread; None while such a request is already queued)."""
+        with self._request_lock:
+            due = self._challenger_due
+            if due is not None and not due.done():
+                return None
+            future = self._challenger_due = self._loader.submit(self._load_challenger)
+            self._pending = {f for f in self._pending if not f.done()} | {future}
+        return future
+
+    def _follow_challenger(self) -> None:
+        while not self._stop.wait(self.settings.shadow_refresh_seconds):
+            self.request_challenger()
+
+    def _load_challenger(self) -> None:
+        try:
+            version = challenger(POLICY)
+        except Exception as error:  # the registry unreachable: keep the shadow as it is
+            log.warning("cannot ask the registry for the %s challenger: %s", POLICY, error)
+            return
+        models = self.models
+        if version is None or version == models.version(POLICY):
+            if models.challenger is not None:
+                self._set_challenger(None, f"the registry has no other {POLICY} challenger")
+            return
+        held = models.challenger
+        if (held is not None and held.version == version) or version == self._challenger_refused:
+            return
+        try:
+            served = load(POLICY, version, "registry challenger")
+        except ModelLoadError as error:
+            self._challenger_refused = version
+            self.metrics.load_failures.labels(model=f"{POLICY}_challenger").inc()
+            log.warning("%s challenger version %s not shadowed: %s", POLICY, version, error)
+            return
+        self._set_challenger(served, "the registry's challenger")
+
+    def _set_challenger(self, served: Any, why: str) -> None:
+        with self._request_lock:
+            if served is not None and served.version == self.models.version(POLICY):
+                return  # promoted while it loaded
+            self.models = self.models.with_challenger(served)
+        self.metrics.challenger_version.set(0 if served is None else _numeric(served.version))
+        log.info("%s shadow: %s (%s)", POLICY, "none" if served is None else f"version {served.version}", why)
 
     def _refuse(self, model: str, version: str | None, source: str, reason: str) -> None:
         serving = self.models.version(model)
@@ -205,6 +294,8 @@ class AutoscalerWorker:
         if message.get("item") is None:
             return  # the key was deleted: keep serving what is loaded
         self.request(model, str(message["value"]), "control_plane")
+        if model == POLICY and self.settings.shadow_refresh_seconds > 0:
+            self.request_challenger()  # a promotion moves the registry's challenger too
 
     def _on_state(self, state: str) -> None:
         self.metrics.control_plane_up.set(1 if state == READY else 0)
@@ -290,10 +381,13 @@ class AutoscalerWorker:
             policy_version=policy.version if policy is not None and mode == MODE_POLICY else None,
             predictor_version=models.version(PREDICTOR), fallback=fallback, reason=reason,
             action_probability=probability, forecast=forecast, worker=self.name)
+        now = time.time()
+        entry = LoggedDecision(now, decision)
+        self.recent.append(entry)
+        if models.challenger is not None:
+            self.shadow.submit(entry, reading, config, models.challenger)
         self.metrics.decisions.labels(mode=mode).inc()
         self.metrics.decision_latency.observe(time.perf_counter() - started)
-        now = time.time()
-        self.recent.append((now, decision))
         if tenant not in self._latest and len(self._latest) >= HPA_TENANTS_LIMIT:
             self._latest.pop(next(iter(self._latest)))
         self._latest[tenant] = (now, reading, decision)
@@ -317,8 +411,8 @@ class AutoscalerWorker:
 
     def recent_decisions(self, limit: int) -> list[dict[str, Any]]:
         """The latest ``limit`` decisions, oldest first, each with when it was made."""
-        return [{"at": at, **decision.model_dump(exclude={"worker"})}
-                for at, decision in list(self.recent)[-limit:]]
+        return [{"at": entry.at, **entry.decision.model_dump(exclude={"worker"}), "shadow": entry.shadow}
+                for entry in list(self.recent)[-limit:]]
 
     # --------------------------------------------------------------------------------- health
     def health(self) -> dict[str, Any]:
@@ -341,10 +435,18 @@ class AutoscalerWorker:
             "ok": True, "worker": self.name, "status": status, "problems": problems,
             "control_plane": plane,
             "models": [_state(POLICY, models.policy), _state(PREDICTOR, models.predictor)],
+            "challenger": self._challenger_state(models.challenger),
             "swaps": self.swap_count, "last_swap": self.swaps[-1] if self.swaps else None,
             "last_load_error": self.last_load_error,
             "uptime_seconds": round(time.time() - self.started_at, 1),
         }
+
+
+    def _challenger_state(self, served: Any) -> dict[str, Any] | None:
+        """The shadow challenger and its record on live traffic (None when none is held)."""
+        if served is None:
+            return None
+        return {**_state(POLICY, served), **self.shadow.summary(served.version)}
 
 
 def _state(name: str, served: Any) -> dict[str, Any]:

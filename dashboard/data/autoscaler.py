@@ -16,7 +16,9 @@ from dashboard.data.services import TIMEOUT_S, APIRefused, ServiceDown, answer, 
 SERVICE = "Autoscaler worker"
 DECISION_COLUMNS = ["at", "tenant", "mode", "action", "delta", "current_workers", "target_workers",
                     "policy_version", "predictor_version", "fallback", "action_probability", "reason"]
-SWAP_COLUMNS = ["at", "model", "from", "to", "source"]
+#: The challenger's shadow decision beside each served one (None where no challenger was held).
+SHADOW_COLUMNS = ["shadow_version", "shadow_target", "shadow_agreed", "champion_cost", "shadow_cost"]
+SWAP_COLUMNS = ["at", "model", "from", "to", "source", "pointer_flip"]
 MODEL_COLUMNS = ["name", "version", "source", "loaded_at"]
 
 
@@ -52,8 +54,14 @@ def models(url: str) -> pd.DataFrame:
 
 @st.cache_data(ttl=5, show_spinner=False)
 def decisions(url: str, limit: int = 200) -> pd.DataFrame:
-    """The latest decisions (``GET /autoscaler/decisions``), newest first."""
-    frame = pd.DataFrame(_get(url, "/autoscaler/decisions", {"limit": int(limit)}), columns=DECISION_COLUMNS)
+    """The latest decisions (``GET /autoscaler/decisions``), newest first, each with the shadow
+    challenger's decision on the same reading when one was held (:data:`SHADOW_COLUMNS`)."""
+    found = _get(url, "/autoscaler/decisions", {"limit": int(limit)})
+    frame = pd.DataFrame(found, columns=DECISION_COLUMNS)
+    shadows = [entry.get("shadow") or {} for entry in found]
+    for column, field in zip(SHADOW_COLUMNS, ("version", "target_workers", "agreed", "champion_cost", "cost"),
+                             strict=True):
+        frame[column] = pd.Series([shadow.get(field) for shadow in shadows], dtype=object)
     frame["at"] = frame["at"].map(utc)
     frame["tenant"] = frame["tenant"].fillna("global")
     return frame.iloc[::-1].reset_index(drop=True)
@@ -65,6 +73,22 @@ def swaps(url: str) -> pd.DataFrame:
     frame = pd.DataFrame(_get(url, "/autoscaler/swaps"), columns=SWAP_COLUMNS)
     frame["at"] = frame["at"].map(utc)
     return frame.iloc[::-1].reset_index(drop=True)
+
+
+def challenger(url: str) -> dict[str, Any] | None:
+    """The challenger the worker holds in the shadow and its record over its latest shadow
+    decisions (from the cached health); None when it holds none."""
+    return health(url).get("challenger")
+
+
+def shadow_series(frame: pd.DataFrame) -> pd.DataFrame:
+    """Served and challenger targets over time, long form (one row per decision and side), for
+    the decisions the challenger was scored on."""
+    scored = frame.dropna(subset=["shadow_target"]).sort_values("at")
+    served = scored[["at", "tenant", "target_workers"]].assign(side="served (champion)")
+    shadow = scored[["at", "tenant", "shadow_target"]].rename(columns={"shadow_target": "target_workers"})
+    shadow = shadow.assign(side="challenger " + scored["shadow_version"].astype(str))
+    return pd.concat([served, shadow], ignore_index=True).astype({"target_workers": float})
 
 
 def version_of(model_frame: pd.DataFrame, name: str) -> str | None:

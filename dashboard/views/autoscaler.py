@@ -1,5 +1,6 @@
-"""Autoscaler: each connected worker's health, the model versions it serves, its recent decisions
-and model swaps. A worker that does not answer is shown as down."""
+"""Autoscaler: each connected worker's health, the model versions it serves, its recent decisions,
+its shadow challenger against the champion, and model swaps. A worker that does not answer is shown
+as down."""
 
 import plotly.express as px
 import streamlit as st
@@ -31,6 +32,32 @@ def decisions_chart(frame):
                      labels={"at": "", "target_workers": "target workers"})
     figure.update_layout(height=280, margin={"l": 20, "r": 20, "t": 30, "b": 20})
     return figure
+
+
+def shadow_chart(frame):
+    figure = px.line(autoscaler.shadow_series(frame), x="at", y="target_workers", color="side",
+                     line_dash="tenant", markers=True, labels={"at": "", "target_workers": "target workers"})
+    figure.update_layout(height=260, margin={"l": 20, "r": 20, "t": 30, "b": 20})
+    return figure
+
+
+def challenger_section(url: str, decisions) -> None:
+    """Champion vs challenger: the registry's challenger decides in the shadow of every reading."""
+    st.markdown("**Champion vs challenger**")
+    held = autoscaler.challenger(url)
+    if held is None:
+        st.caption("No challenger in the shadow. The worker asks the registry for the rl_agent challenger "
+                   "(the latest registered version) every PRIORITYMAX_SHADOW_REFRESH_SECONDS.")
+        return
+    agreement = held.get("agreement")
+    key_values({"Challenger": f"rl_agent v{held['version']}", "Shadow decisions": held.get("decisions"),
+                "Agreement": None if agreement is None else f"{agreement:.0%}",
+                "Cost (served)": round(held["champion_cost"], 3),
+                "Cost (challenger)": round(held["challenger_cost"], 3)}, columns=5)
+    st.caption("Cost: each decision's counterfactual (worker cost, churn and SLA penalties until it takes "
+               "effect, in the reward's units; lower is better), summed over the latest shadow decisions.")
+    if decisions is not None and decisions["shadow_target"].notna().any():
+        st.plotly_chart(shadow_chart(decisions), key=f"as_shadow::{url}")
 
 
 def worker_section(url: str) -> None:
@@ -76,6 +103,7 @@ def worker_section(url: str) -> None:
         st.plotly_chart(decisions_chart(found_decisions), key=f"as_decisions::{url}")
         st.dataframe(autoscaler.decision_summary(found_decisions), hide_index=True, width="stretch")
         st.dataframe(found_decisions, hide_index=True, width="stretch")
+    challenger_section(url, found_decisions)
 
     st.markdown("**Model swaps**")
     found_swaps = rows(lambda: autoscaler.swaps(url), "No swap since the worker started.")

@@ -243,17 +243,21 @@ class AutoscalerWorker:
             self.request_challenger()
 
     def _load_challenger(self) -> None:
+        models = self.models
+        held = models.challenger
         try:
             version = challenger(POLICY)
+            if held is not None and held.version != version and held.version == champion(POLICY):
+                # Promoted in the registry (which drops its challenger alias), not yet live here:
+                # the control plane's message, on its way, flips it in. Dropped now, it would load.
+                return
         except Exception as error:  # the registry unreachable: keep the shadow as it is
             log.warning("cannot ask the registry for the %s challenger: %s", POLICY, error)
             return
-        models = self.models
         if version is None or version == models.version(POLICY):
             if models.challenger is not None:
                 self._set_challenger(None, f"the registry has no other {POLICY} challenger")
             return
-        held = models.challenger
         if (held is not None and held.version == version) or version == self._challenger_refused:
             return
         try:

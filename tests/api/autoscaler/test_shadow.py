@@ -114,6 +114,26 @@ def test_promoting_the_shadowed_version_is_a_pointer_flip(home):
         worker.close()
 
 
+def test_a_refresh_between_the_registry_promotion_and_its_publication_keeps_the_shadow(home):
+    """The registry moves first (and drops its challenger alias), the control plane's message
+    follows: a refresh in between must not drop the version about to be flipped in."""
+    from ml import registry
+
+    champion, challenger = home.good
+    challenger_is(challenger)
+    worker = started("race-worker")
+    try:
+        registry.promote("rl_agent", challenger, actor="test")
+        assert registry.challenger_version("rl_agent") is None
+        worker.request_challenger().result(60)
+        assert worker.models.challenger.version == challenger  # kept for the flip
+        assert worker.request("rl_agent", challenger, "control_plane") is None
+        assert worker.health()["last_swap"]["pointer_flip"]
+    finally:
+        worker.close()
+        registry.promote("rl_agent", champion, actor="test")
+
+
 def test_a_challenger_that_does_not_load_is_not_shadowed_nor_retried(home):
     challenger_is(home.broken)
     worker = started("broken-shadow-worker")

@@ -28,6 +28,12 @@ Everything on loopback, on a fresh temporary data home (PRIORITYMAX_HOME for eve
    Per-worker times are pooled over the promotions (p50/p99/max). ``promotion_to_swap_*`` is the
    same from each worker's own swap record (GET /autoscaler/swaps, ``at``: ``time.time()`` at
    the swap, one clock on one machine), without the load's resolution.
+   Then the same with shadows (``--promotions`` more): the next version is made the registry's
+   ``challenger``, every worker loads it beside the champion (they ask the registry every second
+   here, PRIORITYMAX_SHADOW_REFRESH_SECONDS=1) and decides with it in the shadow of each reading;
+   a second steady window of ``--seconds`` measures decisions with a shadow loaded
+   (``shadow_overhead_p99_ms``: its client-side p99 minus the first window's), then the promotion
+   of that version is a pointer flip on each worker (``promotion_to_live_*_shadowed``).
 3. Server-side decision time: the workers' Prometheus histogram
    ``prioritymax_autoscaler_decision_seconds`` (GET /autoscaler/metrics; reading in, decision out,
    no HTTP), summed over the workers, differenced over each window; quantiles are bucket-resolution
@@ -66,7 +72,8 @@ READING = {"queue": {"high": 10, "normal": 100, "low": 50}, "arrival_rate": 12.0
            "utilization": 0.9}
 HISTOGRAM = "prioritymax_autoscaler_decision_seconds_bucket"
 #: figure -> its target (at most)
-TARGETS = {"promotion_to_live_p99_ms": 1000, "failed_requests_during_swap": 0, "decision_p99_ms": 5}
+TARGETS = {"promotion_to_live_p99_ms": 1000, "promotion_to_live_p99_ms_shadowed": 100,
+           "failed_requests_during_swap": 0, "decision_p99_ms": 5, "shadow_overhead_p99_ms": 1}
 WARMUP_S = 2.0
 IDLE_S = 3.0
 
@@ -110,7 +117,15 @@ def register_versions(home: Path, work: Path, count: int) -> list[str]:
         registry.record_gate("rl_agent", version, {"passed": True})
         versions.append(str(version))
     registry.promote("rl_agent", versions[0], actor="bench")
+    clear_challenger()  # registering named the last one: the first window runs with no shadow
     return versions
+
+
+def clear_challenger() -> None:
+    from ml import registry
+
+    if registry.challenger_version("rl_agent") is not None:
+        registry.client().delete_registered_model_alias("rl_agent", registry.CHALLENGER)
 
 
 # ------------------------------------------------------------------------------- processes
@@ -132,7 +147,8 @@ def child_env(home: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items()
            if key not in ("MLFLOW_TRACKING_URI", "PRIORITYMAX_AUTOSCALER_TOKEN", "PRIORITYMAX_API_TOKEN",
                           "DAGSTER_HOME")}
-    env.update(PRIORITYMAX_HOME=str(home), PRIORITYMAX_ADMIN_TOKEN=ADMIN)
+    env.update(PRIORITYMAX_HOME=str(home), PRIORITYMAX_ADMIN_TOKEN=ADMIN,
+               PRIORITYMAX_SHADOW_REFRESH_SECONDS="1")
     return env
 
 
@@ -404,69 +420,113 @@ class Promotion:
     after: dict[float, float]
 
 
+@dataclass
+class Window:
+    """A steady window of load with no promotion: its span and the histograms around it."""
+
+    start: float
+    end: float
+    before: dict[float, float]
+    after: dict[float, float]
+    cpu: dict[str, float]  # % of one core by role
+
+
+async def challenger_everywhere(urls: list[str], version: str, timeout: float) -> None:
+    """Until every worker holds ``version`` as its shadow challenger."""
+    deadline = time.monotonic() + timeout
+    waiting = set(urls)
+    while waiting:
+        for url in list(waiting):
+            held = json.loads(await fetch(url, "/autoscaler/health")).get("challenger")
+            if held is not None and held["version"] == version:
+                waiting.discard(url)
+        if waiting and time.monotonic() > deadline:
+            raise RuntimeError(f"{len(waiting)} workers did not shadow version {version} "
+                               f"within {timeout:.0f} s")
+        await asyncio.sleep(0.1)
+
+
 async def measure(api: str, urls: list[str], versions: list[str], pids: dict[str, list[int]],
                   options) -> dict:
     load = Load(urls, options.rate, options.request_timeout)
     tasks = load.start()
-    admin = await Connection(api, ADMIN).open()
-    try:
-        await asyncio.sleep(WARMUP_S)
-        steady_start, steady_hist0 = time.monotonic(), await histogram(urls)
+
+    async def steady() -> Window:
+        start, before = time.monotonic(), await histogram(urls)
         cpu0 = {role: sum(map(cpu_seconds, ids)) for role, ids in pids.items()}
         await asyncio.sleep(options.seconds)
         cpu1 = {role: sum(map(cpu_seconds, ids)) for role, ids in pids.items()}
-        steady_end, steady_hist1 = time.monotonic(), await histogram(urls)
-        promotions: list[Promotion] = []
-        for number in range(1, options.promotions + 1):
-            version = versions[number % len(versions)]
-            before = await histogram(urls)
-            load.expect(version)
-            sent = time.monotonic()
+        end, after = time.monotonic(), await histogram(urls)
+        return Window(start, end, before, after,
+                      {role: round(100 * (cpu1[role] - cpu0[role]) / (end - start), 1) for role in pids})
+
+    async def promote(number: int, version: str, kind: str) -> Promotion:
+        before = await histogram(urls)
+        # A connection per promotion: the waits between them outlast uvicorn's keep-alive (5 s).
+        admin = await Connection(api, ADMIN).open()
+        load.expect(version)
+        sent = time.monotonic()
+        try:
             status, payload = await asyncio.wait_for(admin.call(
                 "POST", "/admin/models/rl_agent/promote", json.dumps({"version": int(version)}).encode()), 60)
-            returned, returned_wall = time.monotonic(), time.time()
-            if status != 200:
-                raise RuntimeError(f"promote version {version}: {status} {payload[:300]!r}")
-            deadline = returned + options.swap_timeout
-            while len(load.seen) < len(urls) and time.monotonic() < deadline:
-                await asyncio.sleep(0.005)
-            seen = dict(load.seen)
-            end = max(seen.values()) if len(seen) == len(urls) else deadline
-            promotions.append(Promotion(version, sent, returned, returned_wall, end, seen, before,
-                                        await histogram(urls)))
-            if not options.json_only:
-                live = [max(0.0, at - returned) for at in seen.values()]
-                print(f"promotion {number}: version {version}, promote call {ms(returned - sent, 1)} ms; "
-                      f"live on {len(seen)}/{len(urls)} workers, p50 {ms(statistics.median(live), 1)} ms, "
-                      f"max {ms(max(live), 1)} ms after the call returned", flush=True)
-            await asyncio.sleep(options.settle)
+        finally:
+            admin.close()
+        returned, returned_wall = time.monotonic(), time.time()
+        if status != 200:
+            raise RuntimeError(f"promote version {version}: {status} {payload[:300]!r}")
+        deadline = returned + options.swap_timeout
+        while len(load.seen) < len(urls) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        seen = dict(load.seen)
+        end = max(seen.values()) if len(seen) == len(urls) else deadline
+        if not options.json_only:
+            live = [max(0.0, at - returned) for at in seen.values()]
+            print(f"promotion {number} ({kind}): version {version}, "
+                  f"promote call {ms(returned - sent, 1)} ms; "
+                  f"live on {len(seen)}/{len(urls)} workers, p50 {ms(statistics.median(live), 1)} ms, "
+                  f"max {ms(max(live), 1)} ms after the call returned", flush=True)
+        after = await histogram(urls)
+        promotion = Promotion(version, sent, returned, returned_wall, end, seen, before, after)
+        await asyncio.sleep(options.settle)
+        return promotion
+
+    try:
+        await asyncio.sleep(WARMUP_S)
+        plain = await steady()
+        cold = [await promote(n, versions[n % len(versions)], "loads")
+                for n in range(1, options.promotions + 1)]
+        shadowed: list[Promotion] = []
+        shadow_window = None
+        for n in range(options.promotions + 1, 2 * options.promotions + 1):
+            version = versions[n % len(versions)]
+            await asyncio.to_thread(set_challenger, version)
+            await challenger_everywhere(urls, version, options.swap_timeout)
+            if shadow_window is None:
+                shadow_window = await steady()
+            shadowed.append(await promote(n, version, "shadowed: pointer flip"))
     finally:
         load.stopping = True
         await asyncio.gather(*tasks, return_exceptions=True)
-        admin.close()
     final_hist = await histogram(urls)
     swaps = [json.loads(body) for body in
              await asyncio.gather(*(fetch(url, "/autoscaler/swaps") for url in urls))]
-    figures = figures_of(load, promotions, swaps, (steady_start, steady_end, steady_hist0, steady_hist1),
-                         final_hist, len(urls), options)
-    for role in pids:  # CPU over the steady window, in % of one core
-        figures[f"{role}_cpu_pct_outside_swap"] = round(
-            100 * (cpu1[role] - cpu0[role]) / (steady_end - steady_start), 1)
+    figures = figures_of(load, cold, shadowed, swaps, plain, shadow_window, final_hist, len(urls), options)
+    for role, value in plain.cpu.items():  # CPU over the steady window, in % of one core
+        figures[f"{role}_cpu_pct_outside_swap"] = value
+    for role, value in shadow_window.cpu.items():
+        figures[f"{role}_cpu_pct_with_shadow"] = value
     return figures
 
 
-def figures_of(load: Load, promotions: list[Promotion], swaps: list[list[dict]], steady, final_hist,
-               workers: int, options) -> dict:
-    steady_start, steady_end, steady_hist0, steady_hist1 = steady
-    last_end = max((p.end for p in promotions), default=steady_end)
-    measured = [r for r in load.records if steady_start <= r.sent <= last_end]
-    outside = [r.done - r.sent for r in measured if r.ok and r.sent <= steady_end]
-    during_records = [r for r in measured if any(p.sent <= r.sent <= p.end for p in promotions)]
-    during = [r.done - r.sent for r in during_records if r.ok]
-    failed_during = sum(1 for r in load.records if not r.ok
-                        and any(r.sent <= p.end and r.done >= p.sent for p in promotions))
-    everything = [r.done - r.sent for r in measured if r.ok]
+def set_challenger(version: str) -> None:
+    from ml import registry
 
+    registry.set_challenger("rl_agent", version)
+
+
+def live_times(promotions: list[Promotion], swaps: list[list[dict]], workers: int, options) -> dict:
+    """Per worker and promotion: from the promote call's return to the first decision with the new
+    version (``live``), and to the worker's own swap record (``to_swap``)."""
     live, to_swap, not_live, early = [], [], 0, 0
     for promotion in promotions:
         for index in range(workers):
@@ -482,34 +542,76 @@ def figures_of(load: Load, promotions: list[Promotion], swaps: list[list[dict]],
                          and s["source"] == "control_plane" and s["at"] >= sent_wall - 0.05), None)
             if swap is not None:
                 to_swap.append(swap["at"] - promotion.returned_wall)
+    return {"live": live, "to_swap": to_swap, "not_live": not_live, "early": early}
+
+
+def figures_of(load: Load, cold: list[Promotion], shadowed: list[Promotion], swaps: list[list[dict]],
+               plain: Window, shadow: Window, final_hist, workers: int, options) -> dict:
+    promotions = cold + shadowed
+    last_end = max(p.end for p in promotions)
+    measured = [r for r in load.records if plain.start <= r.sent <= last_end]
+
+    def latencies(records):
+        return [r.done - r.sent for r in records if r.ok]
+
+    def in_window(window):
+        return [r for r in measured if window.start <= r.sent <= window.end]
+
+    def during(kind):
+        return [r for r in measured if any(p.sent <= r.sent <= p.end for p in kind)]
+
+    outside, with_shadow = latencies(in_window(plain)), latencies(in_window(shadow))
+    during_records = during(promotions)
+    failed_during = sum(1 for r in load.records if not r.ok
+                        and any(r.sent <= p.end and r.done >= p.sent for p in promotions))
+    everything = latencies(measured)
+    by_kind = {"": live_times(cold, swaps, workers, options),
+               "_shadowed": live_times(shadowed, swaps, workers, options)}
 
     def server(after, before, q):
         return ms(histogram_quantile(after, before, q), 3)
 
     during_before = {le: sum(p.before.get(le, 0.0) for p in promotions) for le in final_hist}
     during_after = {le: sum(p.after.get(le, 0.0) for p in promotions) for le in final_hist}
-    window = steady_end - steady_start
-    return {
-        "promotion_to_live_p50_ms": ms(percentile(live, 0.5), 1),
-        "promotion_to_live_p99_ms": ms(percentile(live, 0.99), 1),
-        "promotion_to_live_max_ms": ms(max(live, default=None), 1),
-        "promotion_to_swap_p50_ms": ms(percentile(to_swap, 0.5), 1),
-        "promotion_to_swap_p99_ms": ms(percentile(to_swap, 0.99), 1),
-        "promotion_to_swap_max_ms": ms(max(to_swap, default=None), 1),
+    p99_plain, p99_shadow = percentile(outside, 0.99), percentile(with_shadow, 0.99)
+    server_plain = histogram_quantile(plain.after, plain.before, 0.99)
+    server_shadow = histogram_quantile(shadow.after, shadow.before, 0.99)
+    figures = {}
+    for suffix, times in by_kind.items():
+        live, to_swap = times["live"], times["to_swap"]
+        figures |= {
+            f"promotion_to_live_p50_ms{suffix}": ms(percentile(live, 0.5), 1),
+            f"promotion_to_live_p99_ms{suffix}": ms(percentile(live, 0.99), 1),
+            f"promotion_to_live_max_ms{suffix}": ms(max(live, default=None), 1),
+            f"promotion_to_swap_p50_ms{suffix}": ms(percentile(to_swap, 0.5), 1),
+            f"promotion_to_swap_p99_ms{suffix}": ms(percentile(to_swap, 0.99), 1),
+            f"promotion_to_swap_max_ms{suffix}": ms(max(to_swap, default=None), 1),
+            f"workers_not_live{suffix}": times["not_live"],
+            f"workers_live_before_call_returned{suffix}": int(times["early"]),
+        }
+    flips = sum(1 for worker in swaps for s in worker if s.get("pointer_flip"))
+    return figures | {
+        "pointer_flips": flips,
         "promote_call_max_ms": ms(max((p.returned - p.sent for p in promotions), default=None), 1),
         "live_resolution_ms": round(workers / options.rate * 1000, 1),
-        "workers_not_live": not_live,
-        "workers_live_before_call_returned": int(early),
         "decision_p50_ms": ms(percentile(everything, 0.5), 3),
         "decision_p99_ms": ms(percentile(everything, 0.99), 3),
         "decision_p50_ms_outside_swap": ms(percentile(outside, 0.5), 3),
-        "decision_p99_ms_outside_swap": ms(percentile(outside, 0.99), 3),
-        "decision_p50_ms_during_swap": ms(percentile(during, 0.5), 3),
-        "decision_p99_ms_during_swap": ms(percentile(during, 0.99), 3),
+        "decision_p99_ms_outside_swap": ms(p99_plain, 3),
+        "decision_p99_ms_with_shadow": ms(p99_shadow, 3),
+        "shadow_overhead_p99_ms": ms(None if p99_shadow is None or p99_plain is None
+                                     else p99_shadow - p99_plain, 3),
+        "decision_p50_ms_during_swap": ms(percentile(latencies(during_records), 0.5), 3),
+        "decision_p99_ms_during_swap": ms(percentile(latencies(during_records), 0.99), 3),
+        "decision_p99_ms_during_loading_swap": ms(percentile(latencies(during(cold)), 0.99), 3),
+        "decision_p99_ms_during_pointer_flip": ms(percentile(latencies(during(shadowed)), 0.99), 3),
         "decision_max_ms": ms(max(everything, default=None), 3),
-        "server_decision_p50_ms": server(final_hist, steady_hist0, 0.5),
-        "server_decision_p99_ms": server(final_hist, steady_hist0, 0.99),
-        "server_decision_p99_ms_outside_swap": server(steady_hist1, steady_hist0, 0.99),
+        "server_decision_p50_ms": server(final_hist, plain.before, 0.5),
+        "server_decision_p99_ms": server(final_hist, plain.before, 0.99),
+        "server_decision_p99_ms_outside_swap": ms(server_plain, 3),
+        "server_decision_p99_ms_with_shadow": ms(server_shadow, 3),
+        "server_shadow_overhead_p99_ms": ms(None if server_shadow is None or server_plain is None
+                                            else server_shadow - server_plain, 3),
         "server_decision_p99_ms_during_swap": server(during_after, during_before, 0.99),
         "failed_requests_during_swap": failed_during,
         "failed_requests": sum(1 for r in load.records if not r.ok),
@@ -517,9 +619,10 @@ def figures_of(load: Load, promotions: list[Promotion], swaps: list[list[dict]],
         "requests": len(measured),
         "requests_during_swap": len(during_records),
         "rate": options.rate,
-        "achieved_rate_outside_swap": round(sum(1 for r in measured if r.sent <= steady_end) / window, 1),
+        "achieved_rate_outside_swap": round(len(in_window(plain)) / (plain.end - plain.start), 1),
         "workers": workers,
-        "promotions": len(promotions),
+        "promotions": len(cold),
+        "promotions_shadowed": len(shadowed),
     }
 
 
@@ -535,9 +638,21 @@ def report(figures: dict, options) -> None:
           f"{f['workers_not_live']} of {f['workers'] * f['promotions']} not live)")
     print(f"promotion_to_swap_p99_ms: {f['promotion_to_swap_p99_ms']} (the workers' own swap times; p50 "
           f"{f['promotion_to_swap_p50_ms']}, max {f['promotion_to_swap_max_ms']})")
+    print(f"promotion_to_live_p99_ms_shadowed: {f['promotion_to_live_p99_ms_shadowed']} (target 100; the "
+          f"promoted version was every worker's shadow challenger: a pointer flip, {f['pointer_flips']} "
+          f"flips recorded; p50 {f['promotion_to_live_p50_ms_shadowed']}, max "
+          f"{f['promotion_to_live_max_ms_shadowed']}; own swap times p99 "
+          f"{f['promotion_to_swap_p99_ms_shadowed']}; {f['workers_not_live_shadowed']} not live)")
+    print(f"shadow_overhead_p99_ms: {f['shadow_overhead_p99_ms']} (target 1; decision p99 with a shadow "
+          f"loaded {f['decision_p99_ms_with_shadow']} against {f['decision_p99_ms_outside_swap']} without, "
+          f"two steady windows of one run; server-side {f['server_decision_p99_ms_with_shadow']} against "
+          f"{f['server_decision_p99_ms_outside_swap']}; workers' CPU {f['workers_cpu_pct_with_shadow']}% "
+          f"against {f['workers_cpu_pct_outside_swap']}%)")
     print(f"decision_p99_ms: {f['decision_p99_ms']} (target 5; client-side request latency on loopback, "
           f"p50 {f['decision_p50_ms']}; outside a swap p99 {f['decision_p99_ms_outside_swap']}, during "
-          f"{f['decision_p99_ms_during_swap']})")
+          f"{f['decision_p99_ms_during_swap']}: during loading swaps "
+          f"{f['decision_p99_ms_during_loading_swap']}, "
+          f"during pointer flips {f['decision_p99_ms_during_pointer_flip']})")
     print(f"server_decision_p99_ms: {f['server_decision_p99_ms']} (the workers' histogram, reading in to "
           f"decision out, bucket-resolution estimate; outside a swap "
           f"{f['server_decision_p99_ms_outside_swap']}, during {f['server_decision_p99_ms_during_swap']})")

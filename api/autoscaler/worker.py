@@ -298,8 +298,8 @@ class AutoscalerWorker:
         if message.get("item") is None:
             return  # the key was deleted: keep serving what is loaded
         self.request(model, str(message["value"]), "control_plane")
-        if model == POLICY and self.settings.shadow_refresh_seconds > 0:
-            self.request_challenger()  # a promotion moves the registry's challenger too
+        # The registry's challenger after a promotion is picked up at the next refresh: asked for
+        # here, every worker would query the registry at once, just as the new version goes live.
 
     def _on_state(self, state: str) -> None:
         self.metrics.control_plane_up.set(1 if state == READY else 0)

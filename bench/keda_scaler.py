@@ -53,7 +53,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -63,19 +62,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from promotion_latency import register_versions
+from promotion_latency import cpu_seconds, free_port, percentile, register_versions
 
 #: figure -> its target (at most)
 TARGETS = {"grpc_get_metrics_p99_ms": 20}
 TENANT_POSTED = "org:bench-posted"
 INSTALL_HINT = "apt-get install -y --no-install-recommends prometheus (or run .ci/run)"
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def ms(seconds: float | None, digits: int = 3) -> float | None:
@@ -84,21 +76,6 @@ def ms(seconds: float | None, digits: int = 3) -> float | None:
 
 def ratio(a: float | None, b: float | None, digits: int = 2) -> float | None:
     return None if a is None or not b else round(a / b, digits)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (Linux ``/proc``; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -------------------------------------------------------------------------------- Prometheus

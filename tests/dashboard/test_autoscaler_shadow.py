@@ -35,19 +35,27 @@ def shadowing_worker(tmp_path_factory):
     port = free_port()
     env = {**os.environ, "PRIORITYMAX_HOME": str(versions.home)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "pmx.cli", "autoscaler", "--port", str(port), "--no-follow",
-         "--name", "shadow-page-worker", "--log-level", "warning"],
-        env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env.pop("PRIORITYMAX_SHADOW_REFRESH_SECONDS", None)
+    log = work / "worker.log"
+    with log.open("w") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "pmx.cli", "autoscaler", "--port", str(port), "--no-follow",
+             "--name", "shadow-page-worker", "--log-level", "info"],
+            env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+
+    def tail() -> str:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+
     try:
-        wait_until_answers(f"{url}/autoscaler/health", worker, "the worker",
+        # Loading both versions waits for CPU beside other heavy tests: a generous ceiling.
+        wait_until_answers(f"{url}/autoscaler/health", worker, "the worker", timeout=300, log=tail,
                            ok=lambda response: (response.json().get("challenger") or {}).get("version")
                            == versions.good[1])
         for workers in (4, 8, 12, 16):
             httpx.post(f"{url}/autoscaler/decide", json={**READING, "active_workers": workers},
                        timeout=10).raise_for_status()
-        wait_until_answers(f"{url}/autoscaler/decisions", worker, "the shadow decisions",
+        wait_until_answers(f"{url}/autoscaler/decisions", worker, "the shadow decisions", log=tail,
                            ok=lambda response: all(d["shadow"] for d in response.json()))
         yield url, versions
     finally:

@@ -29,6 +29,7 @@ def shadowing_worker(tmp_path_factory):
     versions = register_policies(work / "home", work)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PRIORITYMAX_HOME", str(versions.home))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)  # one left by another test's MLflow
         get_settings.cache_clear()
         registry.set_challenger("rl_agent", versions.good[1])
     get_settings.cache_clear()
@@ -48,8 +49,7 @@ def shadowing_worker(tmp_path_factory):
         return "\n".join(log.read_text(errors="replace").splitlines()[-30:])
 
     try:
-        # Loading both versions waits for CPU beside other heavy tests: a generous ceiling.
-        wait_until_answers(f"{url}/autoscaler/health", worker, "the worker", timeout=300, log=tail,
+        wait_until_answers(f"{url}/autoscaler/health", worker, "the worker", timeout=120, log=tail,
                            ok=lambda response: (response.json().get("challenger") or {}).get("version")
                            == versions.good[1])
         for workers in (4, 8, 12, 16):

@@ -40,6 +40,7 @@ def cluster(tmp_path_factory):
     port = exporter._server.server_port
     with pytest.MonkeyPatch.context() as patch, prometheus_server([f"127.0.0.1:{port}"]) as prometheus:
         patch.setenv("PRIORITYMAX_HOME", str(versions.home))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)  # one left by another test's MLflow
         patch.setenv("PRIORITYMAX_PROMETHEUS_URL", prometheus.url)
         get_settings.cache_clear()
         worker = AutoscalerWorker(name="keda-worker", alert=lambda *_, **__: None).start()

@@ -23,6 +23,7 @@ def versions(tmp_path_factory):
 @pytest.fixture
 def home(versions, monkeypatch):
     monkeypatch.setenv("PRIORITYMAX_HOME", str(versions.home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # one left by another test's MLflow
     monkeypatch.setenv("PRIORITYMAX_SHADOW_REFRESH_SECONDS", "3600")  # the tests ask themselves
     get_settings.cache_clear()
     yield versions

@@ -69,25 +69,21 @@ class ShadowRunner:
         self._window: collections.deque[dict[str, Any]] = collections.deque(maxlen=WINDOW)
         self._lock = threading.Lock()
         self._initializer = initializer
-        self._idle = threading.Condition()
-        self._busy = 0
         self._thread = threading.Thread(target=self._run, name=f"autoscaler-shadow-{name}", daemon=True)
         self._thread.start()
 
     def submit(self, entry: LoggedDecision, reading: Reading, config: SimConfig,
                challenger: ServedPolicy) -> None:
-        with self._idle:
-            self._busy += 1
         try:
             self._jobs.put_nowait(_Job(entry, reading, config, challenger))
         except queue.Full:
-            self._done()
             self.metrics.shadow_decisions.labels(outcome="dropped").inc()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Whether every reading submitted so far was scored (or dropped) within ``timeout``."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._busy == 0, timeout)
+        jobs = self._jobs  # the queue counts unfinished jobs itself (task_done)
+        with jobs.all_tasks_done:
+            return jobs.all_tasks_done.wait_for(lambda: jobs.unfinished_tasks == 0, timeout)
 
     def close(self) -> None:
         with contextlib.suppress(queue.Full):  # full: a daemon thread, it ends with the process
@@ -98,7 +94,7 @@ class ShadowRunner:
         if version is None:
             return None
         with self._lock:
-            own = [s for s in self._window if s["version"] == version]
+            own = list(self._window) if self._window and self._window[0]["version"] == version else []
         agreed = sum(s["agreed"] for s in own)
         return {
             "version": version, "decisions": len(own),
@@ -120,13 +116,7 @@ class ShadowRunner:
                 log.exception("a shadow decision failed")
                 self.metrics.shadow_decisions.labels(outcome="error").inc()
             finally:
-                self._done()
-
-    def _done(self) -> None:
-        with self._idle:
-            self._busy -= 1
-            if self._busy == 0:
-                self._idle.notify_all()
+                self._jobs.task_done()
 
     def _score(self, job: _Job) -> dict[str, Any]:
         challenger, reading, decision, config = job.challenger, job.reading, job.entry.decision, job.config
@@ -143,12 +133,14 @@ class ShadowRunner:
                   "fallback": outside is not None, "agreed": agreed,
                   "cost": round(cost, 6), "champion_cost": round(champion_cost, 6)}
         with self._lock:
+            if self._window and self._window[0]["version"] != challenger.version:
+                self._window.clear()  # a new challenger starts its own record
             self._window.append(shadow)
-            window = [s["agreed"] for s in self._window if s["version"] == challenger.version]
+            agreement = sum(s["agreed"] for s in self._window) / len(self._window)
         metrics = self.metrics
         metrics.shadow_decisions.labels(outcome="agree" if agreed else "disagree").inc()
         metrics.shadow_actions.labels(delta=str(delta)).inc()
         metrics.shadow_cost.labels(model="champion").inc(champion_cost)
         metrics.shadow_cost.labels(model="challenger").inc(cost)
-        metrics.shadow_agreement.set(sum(window) / len(window))
+        metrics.shadow_agreement.set(agreement)
         return shadow

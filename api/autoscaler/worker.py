@@ -445,7 +445,6 @@ class AutoscalerWorker:
             "uptime_seconds": round(time.time() - self.started_at, 1),
         }
 
-
     def _challenger_state(self, served: Any) -> dict[str, Any] | None:
         """The shadow challenger and its record on live traffic (None when none is held)."""
         if served is None:

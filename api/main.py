@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import admin, config, workflows
+from api import admin, config, mock_payments, workflows
 from api.config.plane import control_plane
 from api.workflows.plane import workflows_plane
 
@@ -36,6 +36,7 @@ def create_app() -> FastAPI:
     app.include_router(config.router)
     app.include_router(workflows.router)
     app.include_router(admin.router)
+    app.include_router(mock_payments.router)  # the example workflow's payment step (a mock)
     return app
 
 

@@ -13,6 +13,7 @@ import click
 from api.cli import serve_api, serve_autoscaler, tokens
 from ml.cli import TrainerGroup, demo, run, sim, trainer
 from ml.models_cli import models
+from pmx.replay import replay_command
 from pmx.up import up_command
 from prioritymax.settings import get_settings
 
@@ -36,6 +37,7 @@ cli.add_command(serve_api)
 cli.add_command(serve_autoscaler)
 cli.add_command(tokens)
 cli.add_command(up_command)
+cli.add_command(replay_command)
 for _name, _command in trainer.commands.items():
     cli.add_command(_command, _name)
 

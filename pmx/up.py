@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -35,7 +36,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ WORKSPACE = REPO_ROOT / "workspace.yaml"
 PIPELINE_JOB = "full_pipeline_job"
 START_TIMEOUT_SECONDS = 300
 STOP_GRACE_SECONDS = 10.0
+HURRY_SECONDS = 4.0
 LAUNCH_TIMEOUT_SECONDS = 300
 POLL_SECONDS = 0.25
 
@@ -58,9 +60,10 @@ class Service:
     """One child process of ``pmx up``.
 
     ``argv`` items are formatted with ``{python}`` (this interpreter), ``{bin}`` (its scripts
-    folder), ``{host}``, ``{port}`` and ``{workspace}``. ``ready_path`` is an HTTP path that answers
-    2xx once the service is up; ``ready`` a custom check instead (called with the :class:`Supervisor`
-    and the child's start time). ``group`` lets a flag leave services out (``--no-dagster``).
+    folder), ``{repo}`` (the repository root), ``{host}``, ``{port}`` and ``{workspace}``.
+    ``ready_path`` is an HTTP path that answers 2xx once the service is up; ``ready`` a custom check
+    instead (called with the :class:`Supervisor` and the child's start time). ``group`` lets a flag
+    leave services out (``--no-dagster``, ``--no-jupyter``).
     """
 
     name: str
@@ -73,10 +76,36 @@ class Service:
     note: str = ""
     group: str = "core"
     ready: Callable[[Supervisor, float], bool] | None = None
+    #: Services that must answer before this one starts (the Dagster UI and daemon load the code
+    #: server's location once at their start).
+    needs: tuple[str, ...] = ()
+    #: How its URL is written in the banner (the code server speaks gRPC, not HTTP).
+    scheme: str = "http"
+    #: Extra environment for this child only (a secret it alone needs, say), from the supervisor.
+    env: Callable[[Supervisor], dict[str, str]] | None = None
 
     @property
     def port_param(self) -> str | None:
         return self.port_flag.lstrip("-").replace("-", "_") if self.port_flag else None
+
+
+def code_server_ready(supervisor: Supervisor, started: float) -> bool:
+    """The code server is ready once it lists its repositories (it binds its port before the
+    definitions are loaded, and answers with an error while loading fails)."""
+    from dagster._grpc.client import DagsterGrpcClient
+    from dagster._grpc.types import ListRepositoriesResponse
+    from dagster_shared.serdes import deserialize_value
+
+    port = supervisor.ports["code_server_port"]
+    client = DagsterGrpcClient(port=port, host=WILDCARD_HOSTS.get(supervisor.host, supervisor.host))
+    return isinstance(deserialize_value(client.list_repositories()), ListRepositoriesResponse)
+
+
+def jupyter_env(supervisor: Supervisor) -> dict[str, str]:
+    """JupyterLab reads its token from JUPYTER_TOKEN (kept out of ``ps``); only its child gets it.
+    Its runtime files (cookie secret, kernel connection files) stay in the data home."""
+    return {"JUPYTER_TOKEN": supervisor.jupyter_token,
+            "JUPYTER_RUNTIME_DIR": str(supervisor.settings.home / "jupyter" / "runtime")}
 
 
 def dagster_daemon_ready(supervisor: Supervisor, started: float) -> bool:
@@ -96,16 +125,38 @@ SERVICES: list[Service] = [
             ("{python}", "-m", "pmx.cli", "autoscaler", "--host", "{host}", "--port", "{port}"),
             port_flag="--autoscaler-port", default_port=8100, ready_path="/autoscaler/health",
             url_path="/autoscaler/health", note="decisions: POST /autoscaler/decide; follows the API"),
+    Service("replay", "Trace replay",
+            ("{python}", "-m", "pmx.cli", "replay", "--speed", "60", "--quiet"),
+            note="the NASA trace's held-out days through the worker, an hour a minute: Autoscaler page",
+            group="replay", needs=("autoscaler",)),
     Service("dashboard", "Dashboard",
             ("{python}", "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
              "--server.address", "{host}", "--server.port", "{port}", "--browser.gatherUsageStats", "false"),
             port_flag="--dashboard-port", default_port=8501, ready_path="/_stcore/health",
             note="runs, models, config and flags, workflows"),
+    Service("jupyter", "JupyterLab",
+            ("{python}", "-m", "jupyterlab", "--no-browser", "--ip", "{host}", "--port", "{port}",
+             "--ServerApp.root_dir={repo}/notebooks", "--ServerApp.port_retries=0",
+             # as root in a container; and no news or update checks from a machine that may be offline
+             "--allow-root", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+             "--LabApp.news_url=None"),
+            port_flag="--jupyter-port", default_port=8888, ready_path="/api", url_path="/lab",
+            note="the notebooks; token below", group="jupyter", env=jupyter_env),
+    # One standing code server that the UI, the daemon and the runs share: without it the daemon
+    # starts a fresh one every minute and the old one quits with a warning.
+    Service("code-server", "Dagster code",
+            ("{bin}/dagster", "code-server", "start", "-m", "orchestration.definitions", "-d", "{repo}",
+             "-h", "{host}", "-p", "{port}"),
+            port_flag="--code-server-port", default_port=4000, scheme="grpc",
+            note="the code location the UI, the daemon and runs load", group="dagster",
+            ready=code_server_ready),
     Service("dagster-webserver", "Dagster UI",
             ("{bin}/dagster-webserver", "-w", "{workspace}", "-h", "{host}", "-p", "{port}"),
-            port_flag="--dagster-port", default_port=3000, ready_path="/server_info", group="dagster"),
+            port_flag="--dagster-port", default_port=3000, ready_path="/server_info", group="dagster",
+            needs=("code-server",)),
     Service("dagster-daemon", "Dagster daemon", ("{bin}/dagster-daemon", "run", "-w", "{workspace}"),
-            note="schedules, sensors, the run queue", group="dagster", ready=dagster_daemon_ready),
+            note="schedules, sensors, the run queue", group="dagster", ready=dagster_daemon_ready,
+            needs=("code-server",)),
 ]
 
 
@@ -136,6 +187,8 @@ class Supervisor:
     #: ``dagster job launch`` while it runs (stopped with the children).
     launcher: subprocess.Popen | None = None
     stop_signal: int | None = None
+    #: JupyterLab's token (kept in the secrets folder, so a bookmarked URL keeps working).
+    jupyter_token: str = ""
     _instance: Any = None
 
     # ------------------------------------------------------------------------ environment
@@ -158,6 +211,25 @@ class Supervisor:
         return env
 
     @property
+    def workspace(self) -> Path:
+        """The workspace the UI, the daemon and ``dagster job launch`` load: with the code server,
+        one written into DAGSTER_HOME that points at it (:meth:`write_workspace`)."""
+        if any(service.name == "code-server" for service in self.services):
+            return self.settings.dagster_home / "workspace.yaml"
+        return WORKSPACE
+
+    def write_workspace(self) -> None:
+        if self.workspace == WORKSPACE:
+            return
+        host = WILDCARD_HOSTS.get(self.host, self.host)
+        self.workspace.write_text(
+            "# Written by `pmx up` at each start: the code server it runs (see workspace.yaml for the\n"
+            "# code location loaded in-process, as `dagster dev -w workspace.yaml` does).\n"
+            "load_from:\n  - grpc_server:\n"
+            f"      host: \"{host}\"\n      port: {self.ports['code_server_port']}\n"
+            "      location_name: orchestration.definitions\n")
+
+    @property
     def instance(self):
         if self._instance is None:
             import dagster as dg
@@ -165,11 +237,11 @@ class Supervisor:
             self._instance = dg.DagsterInstance.from_config(str(self.settings.dagster_home))
         return self._instance
 
-    def url(self, port: int, path: str = "", *, connect: bool = False) -> str:
+    def url(self, port: int, path: str = "", *, connect: bool = False, scheme: str = "http") -> str:
         """A service's URL on the host it listens on; ``connect``: one this machine can connect to
         (a wildcard host becomes the loopback address)."""
         host = WILDCARD_HOSTS.get(self.host, self.host) if connect else self.host
-        return f"http://{host if ':' not in host else f'[{host}]'}:{port}{path}"
+        return f"{scheme}://{host if ':' not in host else f'[{host}]'}:{port}{path}"
 
     def say(self, message: str) -> None:
         click.echo(message, err=True)
@@ -196,20 +268,22 @@ class Supervisor:
         return problems
 
     # ------------------------------------------------------------------------ children
-    def spawn(self, argv: list[str], log_path: Path) -> subprocess.Popen:
+    def spawn(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("wb") as log:
-            return subprocess.Popen(argv, cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT, process_group=0)
+            return subprocess.Popen(argv, cwd=REPO_ROOT, env={**self.env, **(env or {})},
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    process_group=0)
 
     def start(self, service: Service) -> Child:
         port = self.ports.get(service.port_param) if service.port_param else None
-        fields = {"python": sys.executable, "bin": str(Path(sys.executable).parent), "host": self.host,
-                  "port": str(port), "workspace": str(WORKSPACE)}
+        fields = {"python": sys.executable, "bin": str(Path(sys.executable).parent), "repo": str(REPO_ROOT),
+                  "host": self.host, "port": str(port), "workspace": str(self.workspace)}
         argv = [part.format(**fields) for part in service.argv]
         log_path = self.log_dir / f"{service.name}.log"
         started = time.time()
-        child = Child(service, self.spawn(argv, log_path), log_path, started, port)
+        env = service.env(self) if service.env is not None else None
+        child = Child(service, self.spawn(argv, log_path, env), log_path, started, port)
         self.children.append(child)
         self.say(f"started {service.name} (pid {child.process.pid}), log: {log_path}")
         return child
@@ -245,37 +319,50 @@ class Supervisor:
                 return
             time.sleep(min(POLL_SECONDS, left))
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, names: Iterable[str] | None = None) -> None:
+        """Wait until the children named (all of them by default) answer."""
+        names = set(names) if names is not None else None
+        children = [child for child in self.children if names is None or child.service.name in names]
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while True:
-            waiting = [child for child in self.children if not child.ready]
+            waiting = [child for child in children if not child.ready]
             for child in waiting:
                 child.ready = self.is_ready(child)
                 if child.ready:
                     self.say(f"{child.service.name} is ready ({time.time() - child.started:.1f} s)")
-            if all(child.ready for child in self.children):
+            if all(child.ready for child in children):
                 return
             if time.monotonic() > deadline:
-                late = [child for child in self.children if not child.ready]
+                late = [child for child in children if not child.ready]
                 self.say("; ".join(f"{child.service.name} did not answer within {START_TIMEOUT_SECONDS} s "
                                    f"(log: {child.log_path})" for child in late))
                 raise Stop(1)
             self.sleep(0.5)
 
     def stop_all(self) -> None:
-        """SIGTERM every child's process group (last started first), wait, SIGKILL what is left."""
+        """SIGTERM every child's process group (last started first); SIGINT to the groups still
+        running after :data:`HURRY_SECONDS` (uvicorn, under the API and the Dagster UI, waits for
+        open connections on the first signal and exits at once on a second one); SIGKILL what is
+        left after :data:`STOP_GRACE_SECONDS`."""
         processes = ([self.launcher] if self.launcher is not None else []) + \
             [child.process for child in reversed(self.children)]
         groups = [process.pid for process in processes]
         for group in groups:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(group, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        while time.monotonic() < deadline:
+        started = time.monotonic()
+        hurried = False
+        while time.monotonic() < started + STOP_GRACE_SECONDS:
             for process in processes:
                 process.poll()  # reap our own children
-            if not any(group_alive(group) for group in groups):
+            alive = [group for group in groups if group_alive(group)]
+            if not alive:
                 break
+            if not hurried and time.monotonic() > started + HURRY_SECONDS:
+                hurried = True
+                for group in alive:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(group, signal.SIGINT)
             time.sleep(POLL_SECONDS)
         for group in groups:
             if group_alive(group):
@@ -291,7 +378,7 @@ class Supervisor:
         """``dagster job launch`` the full pipeline once (through the queue); its run id, or None."""
         run_id = str(uuid.uuid4())
         argv = [str(Path(sys.executable).parent / "dagster"), "job", "launch", "-j", PIPELINE_JOB,
-                "-w", str(WORKSPACE), "--run-id", run_id]
+                "-w", str(self.workspace), "--run-id", run_id]
         log_path = self.log_dir / "pipeline-launch.log"
         self.launcher = process = self.spawn(argv, log_path)
         deadline = time.monotonic() + LAUNCH_TIMEOUT_SECONDS
@@ -318,6 +405,8 @@ class Supervisor:
     # ------------------------------------------------------------------------ the whole
     def serve(self, pipeline: bool) -> int:
         for service in self.services:
+            if service.needs:
+                self.wait_ready(service.needs)
             self.start(service)
         self.wait_ready()
         self.banner()
@@ -338,17 +427,41 @@ class Supervisor:
                     finished = True
 
     def banner(self) -> None:
-        lines = ["PriorityMax Workbench is up (Ctrl-C stops everything):"]
+        rows = []
         for child in self.children:
-            where = self.url(child.port, child.service.url_path) if child.port is not None else "running"
-            note = f"  ({child.service.note})" if child.service.note else ""
-            lines.append(f"  {child.service.title:<16}{where}{note}")
+            service = child.service
+            where = (self.url(child.port, service.url_path, scheme=service.scheme)
+                     if child.port is not None else "running")
+            rows.append((service.title, where + (f"  ({service.note})" if service.note else "")))
         token = "$PRIORITYMAX_ADMIN_TOKEN" if self.settings.admin_token else self.settings.admin_token_path
-        lines.append(f"  {'admin token':<16}{token}")
+        rows.append(("admin token", f"{token}  (Authorization: Bearer <token> on the API)"))
+        if self.jupyter_token:
+            rows.append(("JupyterLab token", f"{self.jupyter_token_path}  (or open the link below)"))
         if any(child.service.group == "dagster" for child in self.children):
-            lines.append(f"  {'DAGSTER_HOME':<16}{self.settings.dagster_home}")
-        lines.append(f"  {'logs':<16}{self.log_dir}/")
+            rows.append(("DAGSTER_HOME", str(self.settings.dagster_home)))
+        rows.append(("logs", f"{self.log_dir}/"))
+        width = max(len(title) for title, _ in rows) + 2
+        lines = ["PriorityMax Workbench is up (Ctrl-C stops everything):"]
+        lines += [f"  {title:<{width}}{text}" for title, text in rows]
+        jupyter = next((c for c in self.children if c.service.name == "jupyter"), None)
+        if jupyter is not None:
+            link = f"{self.url(jupyter.port, '/lab')}?token={self.jupyter_token}"
+            lines.append(f"  JupyterLab with its token: {link}")
         self.say("\n".join(lines))
+
+    @property
+    def jupyter_token_path(self) -> Path:
+        return self.settings.secrets_dir / "jupyter.token"
+
+    def ensure_jupyter_token(self) -> None:
+        """JupyterLab's token: made once (0600, beside the admin token) and reused at each start."""
+        path = self.jupyter_token_path
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as sink:
+                sink.write(secrets.token_urlsafe(24))
+        self.jupyter_token = path.read_text().strip()
 
     def handle_signal(self, signum: int, _frame) -> None:
         self.stop_signal = signum
@@ -398,12 +511,15 @@ def tail(path: Path, lines: int = 20) -> str:
     return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
-def up(host: str, ports: dict[str, int], pipeline: bool, dagster: bool) -> int:
+def up(host: str, ports: dict[str, int], pipeline: bool, dagster: bool, jupyter: bool = True,
+       replay: bool = True) -> int:
     """Run the supervisor; returns the exit status."""
     from orchestration.instance import ensure_dagster_home, initialize_dagster_home
 
     settings = get_settings().layout_home()
-    services = [s for s in SERVICES if dagster or s.group != "dagster"]
+    wanted = {"dagster": dagster, "jupyter": jupyter, "replay": replay}
+    left_out = {group for group, on in wanted.items() if not on}
+    services = [s for s in SERVICES if s.group not in left_out]
     supervisor = Supervisor(settings, host, ports, services)
     problems = supervisor.taken_ports()
     if problems:
@@ -420,8 +536,11 @@ def up(host: str, ports: dict[str, int], pipeline: bool, dagster: bool) -> int:
     if dagster:
         supervisor.say("preparing the Dagster instance in " + str(settings.dagster_home))
         initialize_dagster_home(settings)
+        supervisor.write_workspace()
     else:
         ensure_dagster_home(settings)
+    if jupyter:
+        supervisor.ensure_jupyter_token()
     # Handled (not ignored) before any child exists: an exec'd child starts with both at the default.
     previous = {signum: signal.signal(signum, supervisor.handle_signal)
                 for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -450,9 +569,14 @@ def _port_options(command: Callable) -> Callable:
 @click.option("--host", default="127.0.0.1", show_default=True, help="address every service listens on")
 @_port_options
 @click.option("--no-pipeline", is_flag=True, help=f"do not launch {PIPELINE_JOB} once everything is up")
-@click.option("--no-dagster", is_flag=True, help="leave the Dagster webserver and daemon out")
-def up_command(host: str, no_pipeline: bool, no_dagster: bool, **ports: int) -> None:
-    """Start the API, the Dagster UI and daemon; launch the full pipeline once; Ctrl-C stops all."""
-    code = up(host, ports, pipeline=not no_pipeline, dagster=not no_dagster)
+@click.option("--no-dagster", is_flag=True, help="leave the Dagster code server, webserver and daemon out")
+@click.option("--no-jupyter", is_flag=True, help="leave JupyterLab out")
+@click.option("--no-replay", is_flag=True, help="do not replay a trace through the autoscaler worker")
+def up_command(host: str, no_pipeline: bool, no_dagster: bool, no_jupyter: bool, no_replay: bool,
+               **ports: int) -> None:
+    """Start the API, the autoscaler worker, the dashboard, JupyterLab, the Dagster UI and daemon;
+    launch the full pipeline once; Ctrl-C stops all."""
+    code = up(host, ports, pipeline=not no_pipeline, dagster=not no_dagster, jupyter=not no_jupyter,
+              replay=not no_replay)
     if code:
         sys.exit(code)  # (click.exceptions.Exit is returned, not raised, under standalone_mode=False)

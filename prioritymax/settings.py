@@ -167,6 +167,11 @@ class Settings(BaseSettings):
         return self.home / "secrets"
 
     @property
+    def replay_timeline_path(self) -> Path:
+        """The timeline ``pmx replay`` writes and the dashboard's Autoscaler page plots."""
+        return self.home / "replay" / "timeline.jsonl"
+
+    @property
     def admin_token_path(self) -> Path:
         """Where the API's first start writes a generated admin token (PRIORITYMAX_ADMIN_TOKEN unset)."""
         return self.secrets_dir / "admin.token"

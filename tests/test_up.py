@@ -60,45 +60,91 @@ def running_up(home: Path, *args: str) -> Iterator[tuple[subprocess.Popen, Path,
             os.killpg(process.pid, signal.SIGKILL)
 
 
-def test_up_serves_the_api_and_dagster_and_ctrl_c_stops_every_child(tmp_path):
-    home = tmp_path / "up-home"
-    api_port, dagster_port, autoscaler_port, dashboard_port = (free_port() for _ in range(4))
-    with running_up(home, "--no-pipeline", "--api-port", str(api_port), "--dagster-port", str(dagster_port),
-                    "--autoscaler-port", str(autoscaler_port),
-                    "--dashboard-port", str(dashboard_port)) as (process, output, children):
-        text = output.read_text()
-        assert f"http://127.0.0.1:{api_port}/docs" in text
-        assert f"http://127.0.0.1:{dagster_port}" in text
-        assert str(home / "secrets" / "admin.token") in text
-        assert f"http://127.0.0.1:{autoscaler_port}/autoscaler/health" in text
-        assert f"http://127.0.0.1:{dashboard_port}" in text
-        assert set(children) == {"api", "autoscaler", "dashboard", "dagster-webserver", "dagster-daemon"}
+def port_flags(**given: int) -> tuple[dict[str, int], list[str]]:
+    """A free port for each service of ``pmx up`` (``given`` ones kept), and their flags."""
+    names = ("api", "autoscaler", "dashboard", "jupyter", "code-server", "dagster")
+    ports = {name: given.get(name.replace("-", "_")) or free_port() for name in names}
+    return ports, [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
 
-        assert httpx.get(f"http://127.0.0.1:{api_port}/config/health", timeout=10).status_code == 200
-        assert httpx.get(f"http://127.0.0.1:{dagster_port}/server_info", timeout=10).status_code == 200
-        worker = httpx.get(f"http://127.0.0.1:{autoscaler_port}/autoscaler/health", timeout=10).json()
-        assert worker["control_plane"]["url"] == f"http://127.0.0.1:{api_port}"
-        assert httpx.get(f"http://127.0.0.1:{dashboard_port}/_stcore/health", timeout=10).text == "ok"
+
+def wait_for(what: str, check, seconds: float = 60):
+    deadline = time.monotonic() + seconds
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
+        time.sleep(0.25)
+    return found
+
+
+def dagster_locations(port: int) -> list[dict]:
+    query = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
+    answer = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": query}, timeout=10).json()
+    return answer["data"]["workspaceOrError"]["locationEntries"]
+
+
+def test_up_serves_every_face_and_ctrl_c_stops_every_child(tmp_path):
+    home = tmp_path / "up-home"
+    ports, flags = port_flags()
+    with running_up(home, "--no-pipeline", *flags) as (process, output, children):
+        text = output.read_text()
+        assert f"http://127.0.0.1:{ports['api']}/docs" in text
+        assert f"http://127.0.0.1:{ports['dagster']}" in text
+        assert str(home / "secrets" / "admin.token") in text
+        assert f"http://127.0.0.1:{ports['autoscaler']}/autoscaler/health" in text
+        assert f"http://127.0.0.1:{ports['dashboard']}" in text
+        assert f"grpc://127.0.0.1:{ports['code-server']}" in text
+        # Each title is followed by spaces, whatever its length (a long one ran into its URL).
+        assert re.search(r"Autoscaler worker +http://", text) and re.search(r"JupyterLab +http://", text)
+        assert set(children) == {"api", "autoscaler", "replay", "dashboard", "jupyter", "code-server",
+                                 "dagster-webserver", "dagster-daemon"}
+
+        assert httpx.get(f"http://127.0.0.1:{ports['api']}/config/health", timeout=10).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{ports['dagster']}/server_info", timeout=10).status_code == 200
+        worker = httpx.get(f"http://127.0.0.1:{ports['autoscaler']}/autoscaler/health", timeout=10).json()
+        assert worker["control_plane"]["url"] == f"http://127.0.0.1:{ports['api']}"
+        assert httpx.get(f"http://127.0.0.1:{ports['dashboard']}/_stcore/health", timeout=10).text == "ok"
         assert (home / "secrets" / "admin.token").exists()
         assert (home / "dagster" / "dagster.yaml").exists()
+
+        # JupyterLab, rooted at notebooks/, behind the token printed in the link.
+        token = (home / "secrets" / "jupyter.token").read_text().strip()
+        assert f"http://127.0.0.1:{ports['jupyter']}/lab?token={token}" in text
+        contents = f"http://127.0.0.1:{ports['jupyter']}/api/contents"
+        assert httpx.get(contents, timeout=10).status_code == 403
+        listed = httpx.get(contents, params={"token": token}, timeout=10).json()
+        assert any(entry["name"].endswith(".ipynb") for entry in listed["content"])
+
+        # The UI and the daemon load the one code server pmx up runs (no code server of their own).
+        workspace = (home / "dagster" / "workspace.yaml").read_text()
+        assert f"port: {ports['code-server']}" in workspace
+        assert dagster_locations(ports["dagster"]) == [{"name": "orchestration.definitions",
+                                                        "loadStatus": "LOADED"}]
+
+        # The replay drives the worker: its timeline grows, and the worker logged its decisions.
+        timeline = home / "replay" / "timeline.jsonl"
+        wait_for("two replayed steps",
+                 lambda: timeline.exists() and len(timeline.read_text().splitlines()) >= 2)
+        worker_url = f"http://127.0.0.1:{ports['autoscaler']}"
+        decisions = httpx.get(f"{worker_url}/autoscaler/decisions", timeout=10).json()
+        assert {decision["tenant"] for decision in decisions} == {"replay"}
 
         os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does to a foreground job
         assert process.wait(timeout=60) == 0, output.read_text()
     text = output.read_text()
-    assert "stopped: api, autoscaler, dashboard, dagster-webserver, dagster-daemon" in text
+    assert ("stopped: api, autoscaler, replay, dashboard, jupyter, code-server, dagster-webserver, "
+            "dagster-daemon") in text
+    assert "SIGKILL" not in text
     assert not [name for name, pid in children.items() if group_alive(pid)], text
     assert processes_on(home) == []
 
 
 def test_up_refuses_a_taken_port_and_starts_nothing(tmp_path):
     home = tmp_path / "up-home"
-    api_port = free_port()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         dagster_port = taken.getsockname()[1]
-        process, output = pmx_up(home, "--api-port", str(api_port), "--dagster-port", str(dagster_port),
-                                 "--autoscaler-port", str(free_port()), "--dashboard-port", str(free_port()))
+        ports, flags = port_flags(dagster=dagster_port)
+        process, output = pmx_up(home, *flags)
         assert process.wait(timeout=120) == 1
     text = output.read_text()
     assert f"port {dagster_port} on 127.0.0.1 (Dagster UI) is already in use" in text
@@ -106,14 +152,14 @@ def test_up_refuses_a_taken_port_and_starts_nothing(tmp_path):
     assert "started" not in text
     assert processes_on(home) == []
     with socket.socket() as probe:
-        assert probe.connect_ex(("127.0.0.1", api_port)) != 0
+        assert probe.connect_ex(("127.0.0.1", ports["api"])) != 0
 
 
 def test_up_names_a_service_that_dies_and_exits_1(tmp_path):
     home = tmp_path / "up-home"
-    with running_up(home, "--no-dagster", "--api-port", str(free_port()),
-                    "--autoscaler-port", str(free_port()),
-                    "--dashboard-port", str(free_port())) as (process, output, children):
+    _, flags = port_flags()
+    with running_up(home, "--no-dagster", "--no-jupyter", "--no-replay",
+                    *flags) as (process, output, children):
         assert list(children) == ["api", "autoscaler", "dashboard"] and "Dagster" not in output.read_text()
         os.killpg(children["api"], signal.SIGKILL)
         assert process.wait(timeout=60) == 1, output.read_text()

@@ -4,6 +4,7 @@ other than ``/health`` are called with PRIORITYMAX_AUTOSCALER_TOKEN when that is
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import duckdb
@@ -120,11 +121,64 @@ def overview() -> pd.DataFrame:
         try:
             found = health(url)
         except (ServiceDown, APIRefused) as error:
-            rows.append({"worker": None, "url": url, "up": "❌ down", "status": None, "rl_agent": None,
-                         "predictor": None, "detail": str(error)})
+            rows.append({"worker": "—", "url": url, "up": "down", "status": "—", "rl_agent": "—",
+                         "predictor": "—", "detail": str(error)})
             continue
         versions = {m["name"]: m["version"] for m in found.get("models", [])}
-        rows.append({"worker": found.get("worker"), "url": url, "up": "✅ up", "status": found.get("status"),
-                     "rl_agent": versions.get("rl_agent"), "predictor": versions.get("predictor"),
+        rows.append({"worker": found.get("worker"), "url": url, "up": "up", "status": found.get("status"),
+                     "rl_agent": versions.get("rl_agent") or "none loaded",
+                     "predictor": versions.get("predictor") or "none loaded",
                      "detail": "; ".join(found.get("problems") or []) or "no problems"})
     return pd.DataFrame(rows, columns=["worker", "url", "up", "status", "rl_agent", "predictor", "detail"])
+
+
+#: The replay's timeline columns plotted (a step's queue columns are ``queue_<class>``).
+REPLAY_COLUMNS = ["trace_time", "arrival_rate", "workers", "hpa_workers", "mode", "policy_version", "reason",
+                  "cost", "sla_penalty", "hpa_cost", "hpa_sla_penalty"]
+
+
+@st.cache_data(ttl=1, show_spinner=False)
+def replay_timeline(limit: int = 720) -> pd.DataFrame | None:
+    """The live replay's latest ``limit`` steps (``pmx replay``'s timeline in the data home),
+    oldest first; None when no replay has written one. Each step: the trace's time, the load, the
+    pool the worker's decisions sized and the HPA twin's, queues per class, both sides' costs."""
+    path = settings().replay_timeline_path
+    try:
+        lines = path.read_text().splitlines()[-limit:]
+    except OSError:
+        return None
+    # The writer appends whole lines, but a reader can meet the last one half written.
+    entries = []
+    for line in lines:
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    if not entries:
+        return None
+    frame = pd.DataFrame(entries)
+    frame["trace_time"] = pd.to_datetime(frame["trace_time"], utc=True)
+    return frame
+
+
+def replay_pools(frame: pd.DataFrame) -> pd.DataFrame:
+    """Workers over trace time, long form: the pool the worker's decisions sized, and the HPA twin
+    on the same arrivals."""
+    served = frame[["trace_time", "workers"]].assign(pool="served (worker's decisions)")
+    twin = frame[["trace_time", "hpa_workers"]].rename(columns={"hpa_workers": "workers"})
+    return pd.concat([served, twin.assign(pool="HPA rule (counterfactual)")], ignore_index=True)
+
+
+def replay_queues(frame: pd.DataFrame) -> pd.DataFrame:
+    """The served pool's queue per priority class over trace time, long form."""
+    columns = [c for c in frame.columns if c.startswith("queue_")]
+    long = frame.melt(id_vars="trace_time", value_vars=columns, var_name="class", value_name="tasks")
+    long["class"] = long["class"].str.removeprefix("queue_")
+    return long
+
+
+def replay_totals(frame: pd.DataFrame) -> dict[str, float]:
+    """Cost and SLA penalty summed over the steps shown, for the served pool and the HPA twin (the
+    reward's units: lower is better)."""
+    return {"served_cost": float(frame["cost"].sum()), "served_penalty": float(frame["sla_penalty"].sum()),
+            "hpa_cost": float(frame["hpa_cost"].sum()), "hpa_penalty": float(frame["hpa_sla_penalty"].sum())}

@@ -1,7 +1,8 @@
-"""Autoscaler: each connected worker's health, the model versions it serves, its recent decisions,
-its shadow challenger against the champion, and model swaps. A worker that does not answer is shown
-as down."""
+"""Autoscaler: the live loop (a trace replayed through the worker), each connected worker's health,
+the model versions it serves, its recent decisions, its shadow challenger against the champion, and
+model swaps. A worker that does not answer is shown as down."""
 
+import pandas as pd
 import plotly.express as px
 import streamlit as st
 
@@ -16,6 +17,57 @@ if not urls:
     st.info("No worker configured: set PRIORITYMAX_AUTOSCALER_URL (comma-separated for several).")
 else:
     st.dataframe(autoscaler.overview(), hide_index=True, width="stretch")
+
+
+#: How often the live replay's charts are redrawn (the replay writes a step a second at 60x).
+LIVE_SECONDS = 2
+
+
+def replay_charts(frame) -> list:
+    """Load, the two pools, and the served pool's queue per class, over the trace's time."""
+    margin = {"l": 20, "r": 20, "t": 40, "b": 20}
+    load = px.line(frame, x="trace_time", y="arrival_rate", title="Load (arrivals, tasks/s)",
+                   labels={"trace_time": "", "arrival_rate": "tasks/s"})
+    pools = px.line(autoscaler.replay_pools(frame), x="trace_time", y="workers", color="pool",
+                    line_shape="hv", title="Workers: the worker's decisions vs the HPA rule",
+                    labels={"trace_time": ""})
+    queues = px.area(autoscaler.replay_queues(frame), x="trace_time", y="tasks", color="class",
+                     title="Queue per priority class (served pool)", labels={"trace_time": ""})
+    for figure in (load, pools, queues):
+        figure.update_layout(height=250, margin=margin, legend={"orientation": "h", "y": -0.2})
+    return [load, pools, queues]
+
+
+@st.fragment(run_every=LIVE_SECONDS)
+def live_replay() -> None:
+    """The closed loop, live: ``pmx replay`` (started by ``pmx up``) feeds the worker the
+    simulator's pool replaying a trace and applies its decisions; this redraws what it wrote."""
+    st.subheader("Live loop")
+    frame = autoscaler.replay_timeline()
+    if frame is None:
+        st.caption("No replay is running on this data home: `pmx replay` (started by `pmx up`) feeds the "
+                   "worker the simulated pool of a trace and applies its decisions.")
+        return
+    latest = frame.iloc[-1]
+    totals = autoscaler.replay_totals(frame)
+    served = totals["served_cost"] + totals["served_penalty"]
+    hpa = totals["hpa_cost"] + totals["hpa_penalty"]
+    load, workers, decided, cost = st.columns(4)
+    load.metric("Load", f"{latest['arrival_rate']:.1f}/s")
+    workers.metric("Workers", int(latest["workers"]), delta=int(latest["workers"] - latest["hpa_workers"]),
+                   delta_color="off", help="the served pool; the change is against the HPA twin")
+    decided.metric("Decided by", latest["mode"] if pd.isna(latest["policy_version"])
+                   else f"v{latest['policy_version']}", help=str(latest["reason"]))
+    cost.metric("Cost + SLA penalty", f"{served:.1f}", delta=f"{served - hpa:+.1f} vs HPA",
+                delta_color="inverse", help="summed over the steps shown, in the reward's units")
+    st.caption(f"Trace time {latest['trace_time']:%Y-%m-%d %H:%M} UTC, {len(frame)} steps shown. Latest "
+               f"decision: {latest['reason']}. The HPA pool is a twin fed the same arrivals: what HPA "
+               "would have done.")
+    for index, figure in enumerate(replay_charts(frame)):
+        st.plotly_chart(figure, key=f"as_replay::{index}")
+
+
+live_replay()
 
 
 def uptime(seconds: float | None) -> str:

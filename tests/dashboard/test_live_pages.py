@@ -50,7 +50,7 @@ def test_autoscaler_page_on_an_empty_home_says_the_worker_is_down(on_empty):
     page = open_page("autoscaler")
     shown = texts(page)
     assert "Autoscaler worker is unavailable" in shown and "does not answer" in shown
-    assert frame_with(page, "url", "up")["up"].tolist() == ["❌ down"]
+    assert frame_with(page, "url", "up")["up"].tolist() == ["down"]
     assert not page.get("plotly_chart")
 
 
@@ -106,7 +106,7 @@ def test_autoscaler_page_shows_the_worker_its_versions_and_decisions(on_populate
     assert "Worker dashboard-worker" in shown
     assert "rl_agent version 1" in shown and "Status ok" in shown
     workers = frame_with(page, "url", "up", "rl_agent")
-    assert workers[["worker", "up", "rl_agent"]].values.tolist() == [["dashboard-worker", "✅ up", "1"]]
+    assert workers[["worker", "up", "rl_agent"]].values.tolist() == [["dashboard-worker", "up", "1"]]
     models = frame_with(page, "name", "version", "source").set_index("name")
     assert models.at["rl_agent", "version"] == "1"
 

@@ -103,9 +103,13 @@ def code_server_ready(supervisor: Supervisor, started: float) -> bool:
 
 def jupyter_env(supervisor: Supervisor) -> dict[str, str]:
     """JupyterLab reads its token from JUPYTER_TOKEN (kept out of ``ps``); only its child gets it.
-    Its runtime files (cookie secret, kernel connection files) stay in the data home."""
+    Its runtime files (cookie secret, kernel connection files) stay in the data home. The notebooks
+    get a data home of their own (``<home>/notebooks``: its own MLflow registry, database, Dagster
+    instance), so what they train and register never competes with the pipeline's champions."""
+    notebooks_home = supervisor.settings.home / "notebooks"
     return {"JUPYTER_TOKEN": supervisor.jupyter_token,
-            "JUPYTER_RUNTIME_DIR": str(supervisor.settings.home / "jupyter" / "runtime")}
+            "JUPYTER_RUNTIME_DIR": str(supervisor.settings.home / "jupyter" / "runtime"),
+            "PRIORITYMAX_HOME": str(notebooks_home), "DAGSTER_HOME": str(notebooks_home / "dagster")}
 
 
 def dagster_daemon_ready(supervisor: Supervisor, started: float) -> bool:

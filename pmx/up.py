@@ -191,6 +191,8 @@ class Supervisor:
     #: ``dagster job launch`` while it runs (stopped with the children).
     launcher: subprocess.Popen | None = None
     stop_signal: int | None = None
+    #: Run config files for the pipeline's launch (``dagster job launch -c``): a smaller budget, say.
+    pipeline_config: tuple[Path, ...] = ()
     #: JupyterLab's token (kept in the secrets folder, so a bookmarked URL keeps working).
     jupyter_token: str = ""
     _instance: Any = None
@@ -383,6 +385,8 @@ class Supervisor:
         run_id = str(uuid.uuid4())
         argv = [str(Path(sys.executable).parent / "dagster"), "job", "launch", "-j", PIPELINE_JOB,
                 "-w", str(self.workspace), "--run-id", run_id]
+        for path in self.pipeline_config:
+            argv += ["-c", str(path)]
         log_path = self.log_dir / "pipeline-launch.log"
         self.launcher = process = self.spawn(argv, log_path)
         deadline = time.monotonic() + LAUNCH_TIMEOUT_SECONDS
@@ -516,7 +520,7 @@ def tail(path: Path, lines: int = 20) -> str:
 
 
 def up(host: str, ports: dict[str, int], pipeline: bool, dagster: bool, jupyter: bool = True,
-       replay: bool = True) -> int:
+       replay: bool = True, pipeline_config: tuple[Path, ...] = ()) -> int:
     """Run the supervisor; returns the exit status."""
     from orchestration.instance import ensure_dagster_home, initialize_dagster_home
 
@@ -524,7 +528,7 @@ def up(host: str, ports: dict[str, int], pipeline: bool, dagster: bool, jupyter:
     wanted = {"dagster": dagster, "jupyter": jupyter, "replay": replay}
     left_out = {group for group, on in wanted.items() if not on}
     services = [s for s in SERVICES if s.group not in left_out]
-    supervisor = Supervisor(settings, host, ports, services)
+    supervisor = Supervisor(settings, host, ports, services, pipeline_config=pipeline_config)
     problems = supervisor.taken_ports()
     if problems:
         for problem in problems:
@@ -576,11 +580,14 @@ def _port_options(command: Callable) -> Callable:
 @click.option("--no-dagster", is_flag=True, help="leave the Dagster code server, webserver and daemon out")
 @click.option("--no-jupyter", is_flag=True, help="leave JupyterLab out")
 @click.option("--no-replay", is_flag=True, help="do not replay a trace through the autoscaler worker")
+@click.option("--pipeline-config", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help=f"a run config YAML for {PIPELINE_JOB} (its budget resource, say); repeatable")
 def up_command(host: str, no_pipeline: bool, no_dagster: bool, no_jupyter: bool, no_replay: bool,
-               **ports: int) -> None:
+               pipeline_config: tuple[Path, ...], **ports: int) -> None:
     """Start the API, the autoscaler worker, the dashboard, JupyterLab, the Dagster UI and daemon;
     launch the full pipeline once; Ctrl-C stops all."""
     code = up(host, ports, pipeline=not no_pipeline, dagster=not no_dagster, jupyter=not no_jupyter,
-              replay=not no_replay)
+              replay=not no_replay, pipeline_config=pipeline_config)
     if code:
         sys.exit(code)  # (click.exceptions.Exit is returned, not raised, under standalone_mode=False)

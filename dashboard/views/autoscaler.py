@@ -19,8 +19,9 @@ else:
     st.dataframe(autoscaler.overview(), hide_index=True, width="stretch")
 
 
-#: How often the live replay's charts are redrawn (the replay writes a step a second at 60x).
-LIVE_SECONDS = 2
+#: How often the live replay's charts are redrawn (the replay writes a step a second at 60x; each
+#: redraw reads the timeline and draws three charts, so not every second on a small machine).
+LIVE_SECONDS = 5
 
 
 def replay_charts(frame) -> list:

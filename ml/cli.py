@@ -5,7 +5,8 @@
 - ``sim``: the simulator's tools (``pmx sim dataset|evaluate|describe``).
 - ``demo``: the main job on embedded defaults (``pmx demo``, run by ``make up``).
 
-Results go to stdout as JSON; logs go to stderr. Bad input exits non-zero with a message.
+Results go to stdout as JSON (``pmx demo``: tables, JSON with ``--json``); logs go to stderr.
+Bad input exits non-zero with a message.
 """
 
 from __future__ import annotations
@@ -136,15 +137,18 @@ def sim_evaluate(source: str, timestamp_col: str, count_col: str, policies: tupl
 @click.option("--episode-steps", default=None, type=click.IntRange(min=1),
               help="steps per evaluation episode [default: the simulator's, 720]")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="print the full summary as JSON (every metric with its 95% CI) instead of tables")
 def demo(trace: Path | None, synthetic_days: int, episodes: int, holdout_fraction: float,
-         episode_steps: int, seed: int) -> None:
+         episode_steps: int, seed: int, as_json: bool) -> None:
     """The main job: datasets from the trace and the synthetic source, every baseline on the
-    holdout, one JSON summary."""
-    from ml.demo import run_demo
+    holdout; a table per source (progress on stderr), or the JSON summary with --json."""
+    from ml.console import terminal_width
+    from ml.demo import run_demo, summary_lines
     from ml.sim.config import SimConfig
 
     settings = get_settings()
-    emit(run_demo(
+    summary = run_demo(
         trace=trace or settings.trace_path,
         data_dir=settings.data_dir,
         config=SimConfig(**({"episode_steps": episode_steps} if episode_steps else {})),
@@ -152,7 +156,13 @@ def demo(trace: Path | None, synthetic_days: int, episodes: int, holdout_fractio
         episodes=episodes,
         holdout_fraction=holdout_fraction,
         seed=seed,
-    ))
+        **({} if as_json else {"progress": lambda line: click.echo(line, err=True)}),
+    )
+    if as_json:
+        emit(summary)
+        return
+    for line in summary_lines(summary, home=settings.home, width=terminal_width()):
+        click.echo(line)
 
 
 def _add_trainer_commands() -> None:

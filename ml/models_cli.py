@@ -44,12 +44,65 @@ def models() -> None:
     """Registered model versions, aliases, gate results; promote and roll back champions."""
 
 
+def home_relative(path: str | None, home: Path) -> str:
+    """A checkpoint path as short as it can honestly be: relative to the data home when inside it."""
+    if not path:
+        return "-"
+    return str(Path(path).relative_to(home)) if Path(path).is_relative_to(home) else path
+
+
+def key_metric(row: dict) -> str:
+    """The version's headline figure with its name (holdout RMSE, eval reward): what its run logged
+    to judge it by."""
+    from ml.registry import KEY_METRICS
+
+    metric, label = KEY_METRICS[row["name"]]
+    value = row["metrics"].get(metric)
+    digits = 4 if metric.endswith("rmse") else 2
+    return f"{label} {value:.{digits}f}" if value is not None else f"{label} -"
+
+
+def version_table(rows: list[dict], *, home: Path, width: int) -> list[str]:
+    """``pmx models list``'s lines, fitted to ``width``. The checkpoint is the last column when
+    the whole table fits; otherwise it goes on a line of its own under each version (shortened
+    if it must be), and the creation time, then the promoter, make room for the rest.
+    The key metric is never cut. The (deprecated) MLflow stage is a column only when a version
+    has one."""
+    from ml.console import fit_table, shorten_path, table_width
+
+    with_stage = any(row.get("stage", "None") != "None" for row in rows)
+    headers = ["model", "ver", "aliases", *(["stage"] if with_stage else []), "key metric", "gate",
+               "promoted by", "created", "checkpoint"]
+    cells = [_version_cells(row, home, with_stage) for row in rows]
+    right = [headers.index("ver")]
+    if table_width([max(len(c) for c in column) for column in zip(headers, *cells, strict=True)]) <= width:
+        return fit_table(headers, cells, width=width, right=right)
+    lines = fit_table(headers[:-1], [row[:-1] for row in cells], width=width, right=right,
+                      optional=[headers.index("created"), headers.index("promoted by")])
+    indent = "    "
+    return [lines[0], *(line for row, text in zip(cells, lines[1:], strict=True)
+                        for line in (text, indent + shorten_path(row[-1], width - len(indent))))]
+
+
+def _version_cells(row: dict, home: Path, with_stage: bool) -> list[str]:
+    gate = row["gate"].get("passed")
+    return [
+        row["name"], str(row["version"]), row["aliases"] or "-",
+        *([row.get("stage", "None")] if with_stage else []),
+        key_metric(row), {"True": "passed", "False": "failed"}.get(gate, "not run"),
+        row["promotion"].get("promotion.actor", "-"), row["created"][:16].replace("T", " "),
+        home_relative(row.get("checkpoint"), home),
+    ]
+
+
 @models.command("list")
 @click.option("--name", type=click.Choice(MODEL_NAMES), default=None, help="only this model")
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of a table")
 def list_command(name, as_json):
-    """List versions with their aliases, holdout metrics and gate results."""
+    """List versions: aliases, key metric (holdout RMSE, eval reward), gate, checkpoint file."""
     from ml import registry
+    from ml.console import terminal_width
+    from prioritymax.settings import get_settings
 
     rows = registry.list_versions((name,) if name else MODEL_NAMES)
     if as_json:
@@ -57,18 +110,12 @@ def list_command(name, as_json):
 
         emit(rows)
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("model", "version", "aliases", "created", "holdout rmse", "gate", "promoted by")
-    for row in rows:
-        rmse = row["metrics"].get("holdout_rmse")
-        gate = row["gate"].get("passed", "-")
-        table.add_row(row["name"], str(row["version"]), row["aliases"] or "-", row["created"],
-                      f"{rmse:.4f}" if rmse is not None else "-",
-                      {"True": "passed", "False": "failed"}.get(gate, gate),
-                      row["promotion"].get("promotion.actor", "-"))
-    Console().print(table)
+    if not rows:
+        click.echo("no registered versions yet: run `make up`, or train with `pmx train_rl --mlflow` "
+                   "or `pmx train_predictor --mlflow`")
+        return
+    for line in version_table(rows, home=get_settings().home, width=terminal_width()):
+        click.echo(line)
 
 
 @models.command("register")

@@ -13,8 +13,11 @@ The same functions serve the predictor (``predictor``) and the RL policy (``rl_a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import fnmatch
 import getpass
 import logging
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +36,14 @@ MODEL_NAMES = ("predictor", "rl_agent")
 #: every autoscaler worker follows it (``api/autoscaler``).
 CONFIG_KEYS = {"predictor": "predictor.model_version", "rl_agent": "autoscaler.policy_version"}
 GATE_PREFIX = "gate."
+#: The checkpoint file of each model among its version's ``checkpoint`` artifacts.
+CHECKPOINT_PATTERNS = {"predictor": "*.pkl", "rl_agent": "*.pt"}
+#: Each model's headline run metric (``pmx models list``): what its trainer logs to judge it by.
+KEY_METRICS = {"predictor": ("holdout_rmse", "holdout rmse"), "rl_agent": ("eval_reward", "eval reward")}
+#: How a model gets a registered version, for the errors that find none.
+TRAIN_COMMANDS = {"predictor": "pmx train_predictor --mlflow", "rl_agent": "pmx train_rl --mlflow"}
+MODELS_URI = "models:/"
+LATEST = "latest"
 
 
 class RegistryError(RuntimeError):
@@ -151,6 +162,87 @@ def version_checkpoint(name: str, version: str | int, pattern: str, destination:
     return files[0]
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelRef:
+    """A registered version named as MLflow names one (``models:/NAME@ALIAS``,
+    ``models:/NAME/VERSION``): by alias, or by version number (``LATEST``: the newest)."""
+
+    name: str
+    alias: str | None = None
+    version: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.alias}" if self.alias else f"{self.name}/{self.version}"
+
+
+_VERSION_ALIAS = re.compile(r"^[vV]?(\d+)$")  # MLflow reserves v3 as an alias of version 3
+_NAME_PART = re.compile(r"^[\w\-]+$")
+
+
+def parse_model_ref(text: str) -> ModelRef:
+    """``NAME@ALIAS``, ``NAME@VERSION``, ``NAME/VERSION``, ``NAME/latest`` or a bare ``NAME``
+    (its champion), with or without ``models:/`` in front; a ValueError that shows the forms."""
+    body = text.strip().removeprefix(MODELS_URI)
+    cut = min((body.index(mark) for mark in "@/" if mark in body), default=len(body))
+    name, separator, selector = body[:cut], body[cut:cut + 1], body[cut + 1:]
+    usage = (f"{text!r} is not a registered model: use NAME@ALIAS or NAME/VERSION, e.g. "
+             "rl_agent@champion, rl_agent/3 or models:/rl_agent@challenger")
+    if name not in MODEL_NAMES:
+        raise ValueError(f"{usage} (NAME is one of {', '.join(MODEL_NAMES)})" if name else usage)
+    if not separator:
+        return ModelRef(name, alias=CHAMPION)
+    if not _NAME_PART.match(selector):
+        raise ValueError(usage)
+    number = _VERSION_ALIAS.match(selector)
+    if number:
+        return ModelRef(name, version=number.group(1))
+    if selector.lower() == LATEST:
+        return ModelRef(name, version=LATEST)
+    if separator == "/":  # a stage (Production, Staging): stages are deprecated, aliases replace them
+        raise ValueError(f"{usage} (stages like {selector!r} are not used here: aliases are)")
+    return ModelRef(name, alias=selector)
+
+
+def _missing_alias_hint(name: str, alias: str) -> str:
+    if alias == CHALLENGER:
+        return f"train one with `{TRAIN_COMMANDS[name]}`"
+    if alias == CHAMPION:
+        return (f"run `make up` (it trains and promotes one), or `{TRAIN_COMMANDS[name]}` then "
+                f"`pmx models promote {name} VERSION` once its gate passed")
+    return f"`pmx models list --name {name}` shows its versions and aliases"
+
+
+def resolve(ref: ModelRef):
+    """The registered version ``ref`` names; a :class:`RegistryError` that says what to do when
+    there is no registry, no such alias or no such version."""
+    settings = get_settings()
+    if not registry_exists(settings):
+        raise RegistryError(f"no model registry yet (no {settings.mlflow_dir / 'mlflow.db'}): "
+                            f"{_missing_alias_hint(ref.name, ref.alias or CHAMPION)}")
+    if ref.alias:
+        found = version_by_alias(ref.name, ref.alias)
+        if found is None:
+            named = ref.alias if ref.alias in (CHAMPION, CHALLENGER) else f"version with alias {ref.alias!r}"
+            raise RegistryError(f"{ref.name} has no {named} in the registry: "
+                                f"{_missing_alias_hint(ref.name, ref.alias)}")
+        return found
+    if ref.version == LATEST:
+        versions = client().search_model_versions(f"name = '{ref.name}'")
+        if not versions:
+            raise UnknownVersion(f"{ref.name} has no registered version: train one with "
+                                 f"`{TRAIN_COMMANDS[ref.name]}`")
+        return max(versions, key=lambda found: int(found.version))
+    return _version_or_fail(ref.name, ref.version)
+
+
+def registered_checkpoint(ref: ModelRef, destination: Path) -> tuple[Path, str]:
+    """The checkpoint file of the version ``ref`` names (read in place from a local artifact
+    store, else downloaded into ``destination``), with the version."""
+    found = resolve(ref)
+    return (version_checkpoint(ref.name, found.version, CHECKPOINT_PATTERNS[ref.name], destination),
+            str(found.version))
+
+
 def register_files(name: str, files: list[Path], *, metrics: dict[str, float] | None = None,
                    run_name: str = "registered") -> str:
     """Register checkpoint files made elsewhere as a new version of ``name`` (the challenger): a
@@ -189,19 +281,37 @@ def record_gate(name: str, version: str | int, gate: dict[str, Any]) -> None:
         mlflow_client.set_model_version_tag(name, str(version), f"{GATE_PREFIX}{key}", str(value))
 
 
-def _checkpoint_folder(run_id: str, destination: Path) -> Path:
-    """The run's ``checkpoint`` artifacts: read in place from a local artifact store (the
-    embedded default: no copy, one query), else downloaded into ``destination``."""
+def _local_checkpoint_folder(artifact_uri: str) -> Path | None:
+    """The ``checkpoint`` artifact folder of a run whose artifacts are on this machine (the
+    embedded default); None for a remote artifact store."""
     from urllib.parse import urlparse
     from urllib.request import url2pathname
 
-    root = client().get_run(run_id).info.artifact_uri
-    where = urlparse(root)
+    where = urlparse(artifact_uri)
     if where.scheme in ("", "file"):
         local = Path(url2pathname(where.path)) / "checkpoint"
         if local.is_dir():
             return local
-    return download_artifacts(run_id, "checkpoint", destination)
+    return None
+
+
+def _checkpoint_folder(run_id: str, destination: Path) -> Path:
+    """The run's ``checkpoint`` artifacts: read in place from a local artifact store (the
+    embedded default: no copy, one query), else downloaded into ``destination``."""
+    local = _local_checkpoint_folder(client().get_run(run_id).info.artifact_uri)
+    return local or download_artifacts(run_id, "checkpoint", destination)
+
+
+def _checkpoint_location(run, pattern: str) -> str | None:
+    """Where a run's checkpoint file is, without downloading it: the file in a local artifact
+    store, else its artifact URI; None when the run logged no checkpoint."""
+    local = _local_checkpoint_folder(run.info.artifact_uri)
+    if local is not None:
+        files = sorted(local.glob(pattern))
+        return str(files[0]) if files else None
+    logged = [item.path for item in client().list_artifacts(run.info.run_id, "checkpoint")
+              if fnmatch.fnmatch(Path(item.path).name, pattern)]
+    return f"{run.info.artifact_uri}/{sorted(logged)[0]}" if logged else None
 
 
 def _version_or_fail(name: str, version: str | int):
@@ -223,7 +333,8 @@ def _aliases(name: str) -> dict[str, str]:
 
 
 def list_versions(names: tuple[str, ...] = MODEL_NAMES) -> list[dict[str, Any]]:
-    """Every version of the named models with aliases, run metrics and gate result."""
+    """Every version of the named models with aliases, (legacy) stage, checkpoint file, run
+    metrics and gate result."""
     from mlflow.exceptions import MlflowException
 
     mlflow_client = client()
@@ -234,19 +345,21 @@ def list_versions(names: tuple[str, ...] = MODEL_NAMES) -> list[dict[str, Any]]:
         except MlflowException:
             continue  # not registered yet
         for version in mlflow_client.search_model_versions(f"name = '{name}'"):
-            run_metrics = {}
+            run = None
             if version.run_id:
                 with contextlib.suppress(MlflowException):
-                    run_metrics = mlflow_client.get_run(version.run_id).data.metrics
+                    run = mlflow_client.get_run(version.run_id)
             tags = dict(version.tags or {})
             rows.append({
                 "name": name,
                 "version": int(version.version),
                 "aliases": aliases.get(str(version.version), ""),
+                "stage": version.current_stage or "None",
                 "created": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC)
                 .isoformat(timespec="seconds"),
                 "run_id": version.run_id,
-                "metrics": run_metrics,
+                "checkpoint": _checkpoint_location(run, CHECKPOINT_PATTERNS[name]) if run else None,
+                "metrics": run.data.metrics if run else {},
                 "gate": {k[len(GATE_PREFIX):]: v for k, v in tags.items() if k.startswith(GATE_PREFIX)},
                 "promotion": {k: v for k, v in tags.items() if k.startswith("promotion.")},
             })

@@ -24,7 +24,7 @@ from ml import registry
 from ml.sim.config import SimConfig
 
 POLICY, PREDICTOR = "rl_agent", "predictor"
-CHECKPOINT_PATTERNS = {POLICY: "*.pt", PREDICTOR: "*.pkl"}
+CHECKPOINT_PATTERNS = registry.CHECKPOINT_PATTERNS  # {POLICY: "*.pt", PREDICTOR: "*.pkl"}
 
 
 class ModelLoadError(RuntimeError):

@@ -15,8 +15,8 @@ from prioritymax.settings import REPO_ROOT
 PMX = Path(sys.executable).with_name("pmx")
 
 
-def run(args, home, **kw):
-    env = {**os.environ, "PRIORITYMAX_HOME": str(home)}
+def run(args, home, env_extra=None, **kw):
+    env = {**os.environ, "PRIORITYMAX_HOME": str(home), **(env_extra or {})}
     return subprocess.run(args, capture_output=True, text=True, cwd=REPO_ROOT, env=env,
                           timeout=600, **kw)
 
@@ -43,10 +43,12 @@ def test_trainer_script_help(data_home):
     assert "PriorityMax Unified Trainer" in result.stdout
 
 
+DEMO = ("demo", "--synthetic-days", "2", "--episodes", "3", "--episode-steps", "240")
+
+
 @pytest.mark.integration
 def test_demo_prints_one_json_summary(small_trace, data_home):
-    result = run([str(PMX), "demo", "--trace", str(small_trace), "--synthetic-days", "2",
-                  "--episodes", "3", "--episode-steps", "240"], data_home)
+    result = run([str(PMX), *DEMO, "--trace", str(small_trace), "--json"], data_home)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert set(summary["sources"]) == {"small", "synthetic"}
@@ -59,6 +61,27 @@ def test_demo_prints_one_json_summary(small_trace, data_home):
         for result_ in policies.values():
             assert result_["episodes"] == 3
             assert result_["reward"]["ci95"][0] <= result_["reward"]["mean"]
+
+
+@pytest.mark.integration
+def test_demo_prints_a_table_per_source_within_the_terminal(small_trace, data_home):
+    result = run([str(PMX), *DEMO, "--trace", str(small_trace)], data_home, env_extra={"COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert 10 < len(lines) < 40 and max(map(len, lines)) <= 80, result.stdout
+    for source in ("small", "synthetic"):
+        header = lines.index(next(line for line in lines if line.startswith(f"{source}: ")))
+        table = lines[header:][lines[header:].index(next(line for line in lines[header:]
+                                                         if line.split()[:2] == ["policy", "reward"])):]
+        rows = [line.split() for line in table[1:5]]
+        assert {row[0] for row in rows} == {"hpa", "static", "queue_threshold", "erlang_c"}
+        rewards = [float(row[2] if row[1] == "*" else row[1]) for row in rows]
+        assert rewards == sorted(rewards, reverse=True)  # best first, and marked
+        assert rows[0][1] == "*" and all("*" not in row for row in rows[1:])
+        assert table[5].startswith(f"  dataset: data/{source}/queue_metrics.csv")
+    progress = result.stderr.splitlines()
+    assert sum("over 3 holdout episodes, reward" in line for line in progress) == 8
+    assert not any(line.startswith("20") for line in progress)  # progress lines, not log records
 
 
 @pytest.mark.integration

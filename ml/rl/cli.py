@@ -2,18 +2,99 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import logging
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
+from ml.registry import (
+    CHALLENGER,
+    CHAMPION,
+    ModelRef,
+    RegistryError,
+    parse_model_ref,
+    registered_checkpoint,
+)
 from prioritymax.settings import get_settings
 
 FILE = click.Path(dir_okay=False, path_type=Path)
+MODEL_NAME = "rl_agent"
+
+log = logging.getLogger(__name__)
 
 
 def _default_checkpoint() -> Path:
     return get_settings().models_dir / "rl_agent.pt"
+
+
+def _model_ref(ctx, param, value: str | None) -> ModelRef | None:
+    """``--model``: a registered rl_agent version, as MLflow names one."""
+    if value is None:
+        return None
+    try:
+        ref = parse_model_ref(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    if ref.name != MODEL_NAME:
+        raise click.BadParameter(f"{value!r} is a {ref.name} version; this command runs {MODEL_NAME}")
+    return ref
+
+
+def model_option(default_alias: str):
+    """``--model REF``, whose default (when neither flag is given and the default file is missing)
+    is ``rl_agent@default_alias``: the champion to evaluate, the challenger to gate."""
+    return click.option(
+        "--model", callback=_model_ref, default=None, metavar="REF",
+        help=f"a registered version instead of a file: {MODEL_NAME}@champion, @challenger, any alias, "
+             f"{MODEL_NAME}/3 or @3, {MODEL_NAME}/latest; models:/ URIs too [default: --checkpoint's "
+             f"default when that file exists, else {MODEL_NAME}@{default_alias}]")
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """The checkpoint a command runs on, and the registered version it came from (if any)."""
+
+    path: Path
+    ref: ModelRef | None = None
+    version: str | None = None
+
+    def describe(self) -> dict[str, str]:
+        """What the command's JSON says about where its policy came from."""
+        described = {"checkpoint": str(self.path)}
+        if self.ref is not None:
+            described |= {"model": str(self.ref), "model_version": str(self.version)}
+        return described
+
+
+@contextlib.contextmanager
+def resolve_checkpoint(checkpoint: Path | None, model: ModelRef | None,
+                       default_alias: str) -> Iterator[Checkpoint]:
+    """``--checkpoint``, else ``--model``'s registered version, else the default file when it
+    exists, else the registry's ``default_alias`` version: after ``make up`` the only policy is
+    the pipeline's, registered in MLflow (its file lives in a candidate folder). A checkpoint
+    downloaded from a remote artifact store lives as long as the block."""
+    if checkpoint is not None and model is not None:
+        raise click.UsageError("give --checkpoint or --model, not both")
+    default = _default_checkpoint()
+    if checkpoint is not None or (model is None and default.is_file()):
+        yield Checkpoint(checkpoint or default)
+        return
+    ref = model or ModelRef(MODEL_NAME, alias=default_alias)
+    with tempfile.TemporaryDirectory(prefix="pmx-rl-model-") as folder:
+        try:
+            path, version = registered_checkpoint(ref, Path(folder))
+        except RegistryError as error:
+            if model is not None:
+                raise
+            raise RegistryError(f"no checkpoint at {default}, and {error}; or pass --checkpoint PATH "
+                                "or --model REF") from None
+        log.info("%s is version %s: %s", ref, version, path)
+        yield Checkpoint(path, ref, version)
 
 
 def _emit(result) -> None:
@@ -85,22 +166,38 @@ def _tuned_rules(ctx, param, value: tuple[str, ...]) -> tuple[str, ...] | None:
 
 @click.command("eval_rl")
 @click.option("--checkpoint", type=FILE, default=None,
-              help="[default: <home>/models/rl_agent.pt]")
+              help="[default: <home>/models/rl_agent.pt if it exists, else rl_agent@champion]")
+@model_option(CHAMPION)
 @click.option("--episodes", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--trace", type=FILE, default=None,
               help="evaluate on this trace's held-out part [default: the training traffic's]")
 @click.option("--rule", "rules", multiple=True, callback=_tuned_rules, metavar="RULE",
               help="compare with these tuned rules only (repeatable; HPA always) [default: all]")
-def eval_rl_command(checkpoint, episodes, trace, rules):
+def eval_rl_command(checkpoint, model, episodes, trace, rules):
     """Evaluate PPO checkpoint (and the baselines on the same episodes)."""
     from ml.rl.train import eval_rl
 
-    _emit(eval_rl(checkpoint or _default_checkpoint(), episodes, trace=trace, rules=rules))
+    with resolve_checkpoint(checkpoint, model, CHAMPION) as chosen:
+        _emit(chosen.describe() | eval_rl(chosen.path, episodes, trace=trace, rules=rules))
+
+
+def _refuse_gating_the_champion(chosen: Checkpoint) -> None:
+    """A registered champion gated against itself always fails, and the failed gate would be
+    recorded on the version that serves: refuse before spending the evaluation."""
+    from ml.registry import champion_version
+
+    champion = champion_version(MODEL_NAME) if chosen.version is not None else None
+    if champion is not None and str(champion.version) == chosen.version:
+        raise click.ClickException(
+            f"{chosen.ref} is version {chosen.version}, the champion: canary_rl gates a candidate "
+            f"against it; pass --model {MODEL_NAME}@{CHALLENGER} or a version number, or add "
+            "--no-registry to judge it against the tuned rules only")
 
 
 @click.command("canary_rl")
 @click.option("--checkpoint", type=FILE, default=None,
-              help="candidate [default: <home>/models/rl_agent.pt]")
+              help="candidate [default: <home>/models/rl_agent.pt if it exists, else rl_agent@challenger]")
+@model_option(CHALLENGER)
 @click.option("--episodes", type=click.IntRange(min=2), default=16, show_default=True)
 @click.option("--trace", type=FILE, default=None)
 @click.option("--champion-checkpoint", type=FILE, default=None,
@@ -108,14 +205,18 @@ def eval_rl_command(checkpoint, episodes, trace, rules):
 @click.option("--no-registry", is_flag=True, help="do not look up a champion in MLflow")
 @click.option("--rule", "rules", multiple=True, callback=_tuned_rules, metavar="RULE",
               help="compare with these tuned rules only (repeatable; HPA always) [default: all]")
-def canary_rl_command(checkpoint, episodes, trace, champion_checkpoint, no_registry, rules):
-    """Run the RL gate: match the best tuned rule and beat the champion (exit status 1 when it fails)."""
+def canary_rl_command(checkpoint, model, episodes, trace, champion_checkpoint, no_registry, rules):
+    """Run the RL gate: match the best tuned rule and beat the champion (exit status 1 when it fails).
+
+    A registered candidate (--model, or the challenger by default) gets the result on its version."""
     from ml.rl.train import canary_rl
 
-    result = canary_rl(checkpoint or _default_checkpoint(), episodes, trace=trace,
-                       champion_checkpoint=champion_checkpoint, use_registry=not no_registry,
-                       rules=rules)
-    _emit(result)
+    with resolve_checkpoint(checkpoint, model, CHALLENGER) as chosen:
+        if not no_registry and champion_checkpoint is None:
+            _refuse_gating_the_champion(chosen)
+        result = canary_rl(chosen.path, episodes, trace=trace, champion_checkpoint=champion_checkpoint,
+                           use_registry=not no_registry, rules=rules, version=chosen.version)
+    _emit(result | chosen.describe())
     if not result["passed"]:
         sys.exit(1)
 

@@ -123,16 +123,22 @@ class WandbTracker:
         self._context.__exit__(None, None, None)
 
 
-def record_gate(checkpoint: Path, result: dict[str, Any]) -> None:
-    """Keep the gate result beside the checkpoint and, if registered, on its MLflow version."""
-    gate = {k: v for k, v in result.items() if k != "checks"}
-    update_metadata(checkpoint, gate=gate)
-    tracked = read_metadata(checkpoint).get("mlflow")
-    if tracked:
-        registry.record_gate(tracked["model_name"], tracked["model_version"], {
+def record_gate(checkpoint: Path, result: dict[str, Any], *, version: str | None = None) -> None:
+    """Keep the gate result beside the checkpoint and, if registered, on its MLflow version.
+
+    A checkpoint read from the registry (``version``) is the registry's own artifact: the result
+    goes onto that version only, never into the artifact store."""
+    if version is None:
+        update_metadata(checkpoint, gate={k: v for k, v in result.items() if k != "checks"})
+        version = (read_metadata(checkpoint).get("mlflow") or {}).get("model_version")
+    if version:
+        registry.record_gate(MODEL_NAME, version, {
             "passed": result["passed"], "reward": result["reward"],
             "hpa_reward": result["hpa_reward"],
             "best_baseline": result.get("best_baseline"),
+            # JSON, as a tag holds text: the dashboard runs the very rule the gate compared with.
+            "best_baseline_params": (json.dumps(result["best_baseline_params"], sort_keys=True)
+                                     if result.get("best_baseline_params") is not None else None),
             "best_baseline_reward": result.get("best_baseline_reward"),
             "champion_version": result.get("champion_version"),
             "episodes": result["episodes"],

@@ -26,7 +26,7 @@ from ml.rl.tracking import forget_metadata
 from ml.sim.config import SimConfig
 from ml.sim.evaluate import PolicyEvaluation, evaluate_policy, mean_ci, paired_improvement
 from ml.sim.policies import make_baseline
-from ml.sim.traffic import RateSeries, load_trace, synthetic_series
+from ml.sim.traffic import RateSeries, TraceError, load_trace, synthetic_series
 from ml.sim.tuning import TUNED_BASELINES, best_of, evaluate_tuned, tune_baselines
 
 log = logging.getLogger(__name__)
@@ -207,8 +207,14 @@ def judge(checkpoint: Path, episodes: int, trace: str | Path | None = None) -> J
     evaluation part, with its own simulator configuration."""
     payload = load_checkpoint(checkpoint)
     config = SimConfig.from_dict(payload["sim_config"])
-    parts = (traffic_for(trace, config) if trace is not None
-             else traffic_named(payload["traffic"], config))
+    if trace is not None:
+        parts = traffic_for(trace, config)
+    else:
+        try:
+            parts = traffic_named(payload["traffic"], config)
+        except TraceError as error:  # e.g. a pipeline candidate's copy of the trace, since removed
+            raise TraceError(f"{error} (the traffic this policy was trained on); pass --trace CSV to "
+                             "evaluate it on another trace's held-out part") from None
     seeds = eval_seeds(episodes)
     evaluation = evaluate_policy(PPOPolicy.from_payload(payload), parts.evaluation, seeds=seeds,
                                  config=config)
@@ -264,6 +270,7 @@ def canary_rl(
     use_registry: bool = True,
     tuned: dict[str, dict[str, Any]] | None = None,
     rules: Sequence[str] | None = None,
+    version: str | None = None,
 ) -> dict[str, Any]:
     """The RL gate, on the candidate's own held-out episodes:
 
@@ -276,7 +283,8 @@ def canary_rl(
     - ``vs_champion``: it must beat the registry's champion (mean paired improvement above zero).
 
     ``tuned``: the rules' parameters already tuned on this candidate's training part (the
-    pipeline's evaluation did it), so they are not tuned twice.
+    pipeline's evaluation did it), so they are not tuned twice. ``version``: the registered
+    ``rl_agent`` version the checkpoint was resolved from (``--model``), which gets the result.
     """
     judged = judge(checkpoint, episodes, trace)
     candidate = judged.evaluation
@@ -331,7 +339,7 @@ def canary_rl(
                           [c["reason"] for c in checks]}
     from ml.rl.tracking import record_gate
 
-    record_gate(checkpoint, result)
+    record_gate(checkpoint, result, version=version)
     return {"passed": passed, **{k: v for k, v in result.items() if k != "passed"}}
 
 

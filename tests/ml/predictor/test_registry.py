@@ -9,7 +9,7 @@ from tests.ml.predictor.test_commands import ok, trainer
 pytestmark = pytest.mark.integration
 
 
-def pmx(home, *args):
+def pmx(home, *args, env: dict[str, str] | None = None):
     import os
     import subprocess
     import sys
@@ -17,7 +17,8 @@ def pmx(home, *args):
 
     # No control plane on port 9: promote and rollback say they did not publish (tests/api/autoscaler
     # has them publishing to a live one).
-    env = {**os.environ, "PRIORITYMAX_HOME": str(home), "PRIORITYMAX_API_URL": "http://127.0.0.1:9"}
+    env = {**os.environ, "PRIORITYMAX_HOME": str(home), "PRIORITYMAX_API_URL": "http://127.0.0.1:9",
+           **(env or {})}
     return subprocess.run([str(Path(sys.executable).with_name("pmx")), *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=600)
 
@@ -77,5 +78,7 @@ def test_train_gate_promote_force_and_rollback(data_home, queue_metrics, holdout
 
     listed = ok(pmx(home, "models", "list", "--json"))
     assert [(row["version"], row["aliases"]) for row in listed] == [(1, "champion"), (2, "")]
-    table = pmx(home, "models", "list")
-    assert table.returncode == 0 and "predictor" in table.stdout
+    table = pmx(home, "models", "list", "--name", "predictor", env={"COLUMNS": "100"})
+    assert table.returncode == 0 and max(map(len, table.stdout.splitlines())) <= 100
+    for row in listed:  # each version's headline metric, whole
+        assert f"holdout rmse {row['metrics']['holdout_rmse']:.4f}" in table.stdout

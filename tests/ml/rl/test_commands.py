@@ -2,6 +2,7 @@
 
 import json
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,8 @@ pytestmark = pytest.mark.integration
 
 QUICK = ("--epochs", "2", "--steps", "512", "--num-envs", "4", "--eval-every", "1",
          "--eval-episodes", "2")
+#: The episodes QUICK's training run evaluated on (so the reward is the same), against one tuned rule.
+QUICK_EVAL = ("--episodes", "2", "--rule", "erlang_c")
 
 
 def test_train_eval_and_gate_without_a_registry(tmp_path):
@@ -100,3 +103,61 @@ def test_registered_promoted_and_archived(tmp_path):
         manifest = json.load(tar.extractfile("manifest.json"))
     assert "rl_agent.pt" in names and manifest["version"] == "1"
     assert manifest["files"]["rl_agent.pt"]
+
+
+def test_the_registered_champion_is_evaluated_and_listed(tmp_path):
+    """After `make up` the policies live in the registry only: eval_rl and canary_rl find them by
+    alias or version (as models:/ URIs name them), and `pmx models list` shows them."""
+    home = tmp_path / "home"
+    trained = ok(trainer(home, "train_rl", *QUICK, "--mlflow"))
+    (home / "models" / "rl_agent.pt").unlink()  # as after `make up`: no default checkpoint
+    nothing = trainer(home, "eval_rl")
+    assert nothing.returncode == 1 and "Traceback" not in nothing.stderr
+    assert nothing.stderr.strip().splitlines() == [
+        f"Error: no checkpoint at {home / 'models' / 'rl_agent.pt'}, and rl_agent has no champion in the "
+        "registry: run `make up` (it trains and promotes one), or `pmx train_rl --mlflow` then `pmx "
+        "models promote rl_agent VERSION` once its gate passed; or pass --checkpoint PATH or --model REF"]
+    ok(pmx(home, "models", "promote", "rl_agent", "1", "--force", "--role", "admin", "--actor", "alice"))
+    by_default = ok(trainer(home, "eval_rl", *QUICK_EVAL))  # no file: the champion
+    assert by_default["model"] == "rl_agent@champion" and by_default["model_version"] == "1"
+    assert by_default["avg_reward"] == pytest.approx(trained["eval_reward"])  # the same policy
+    by_uri = ok(pmx(home, "eval_rl", "--model", "models:/rl_agent/1", *QUICK_EVAL))
+    assert by_uri["avg_reward"] == by_default["avg_reward"] and by_uri["model_version"] == "1"
+    assert by_uri["checkpoint"] == by_default["checkpoint"]
+    artifacts = home / "mlflow" / "artifacts"
+    assert by_uri["checkpoint"].startswith(str(artifacts)) and by_uri["checkpoint"].endswith("rl_agent.pt")
+
+    for refused, says in ((("--model", "rl_agent@challenger"), "rl_agent has no challenger"),
+                          (("--model", "rl_agent@7"), "model 'rl_agent' has no version 7")):
+        failed = pmx(home, "eval_rl", *refused)
+        assert failed.returncode == 1 and failed.stderr.strip().splitlines() == [
+            next(line for line in failed.stderr.splitlines() if says in line)], failed.stderr
+    assert "is a predictor version" in pmx(home, "eval_rl", "--model", "predictor@champion").stderr
+    both = pmx(home, "eval_rl", "--model", "rl_agent@1", "--checkpoint", by_uri["checkpoint"])
+    assert both.returncode == 2 and "not both" in both.stderr
+    itself = pmx(home, "canary_rl", "--model", "rl_agent@champion")
+    assert itself.returncode == 1 and "is version 1, the champion" in itself.stderr
+
+    assert ok(pmx(home, "models", "register", "rl_agent", by_uri["checkpoint"]))["version"] == "2"
+    gate = pmx(home, "canary_rl", *QUICK_EVAL)  # no file: the challenger, against the champion
+    verdict = json.loads(gate.stdout)
+    assert gate.returncode == 1 and verdict["model_version"] == "2" and verdict["champion_version"] == "1"
+    assert verdict["improvement_vs_champion"]["mean"] == 0.0  # the same weights
+    assert not list(artifacts.rglob("checkpoint/*.json"))  # the gate went onto the version, not there
+
+    listed = {row["version"]: row for row in ok(pmx(home, "models", "list", "--json"))}
+    assert listed[2]["gate"]["passed"] == "False" and listed[1]["stage"] == "None"
+    assert listed[1]["checkpoint"] == by_uri["checkpoint"]
+    wide = pmx(home, "models", "list", env={"COLUMNS": "250"}).stdout.splitlines()
+    assert wide[0].split() == ["model", "ver", "aliases", "key", "metric", "gate", "promoted", "by",
+                               "created", "checkpoint"]
+    first = wide[1].split()
+    assert first[:3] == ["rl_agent", "1", "champion"]
+    assert first[3:6] == ["eval", "reward", f"{trained['eval_reward']:.2f}"] and "  alice  " in wide[1]
+    assert first[-1] == str(Path(by_uri["checkpoint"]).relative_to(home))
+    narrow = pmx(home, "models", "list", env={"COLUMNS": "60"}).stdout.splitlines()
+    assert max(map(len, narrow)) <= 60 and len(narrow) == 5  # header, then a row and its checkpoint
+    assert f"eval reward {trained['eval_reward']:.2f}" in narrow[1]
+    run_id = listed[1]["run_id"]  # shortened, the path still tells the versions apart
+    assert narrow[2].startswith("    …") and f"/{run_id[:4]}…{run_id[-4:]}/" in narrow[2]
+    assert narrow[2].endswith("/checkpoint/rl_agent.pt")

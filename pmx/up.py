@@ -10,8 +10,9 @@ run ends.
 - Each child runs in its own process group, so a terminal's Ctrl-C reaches only the supervisor,
   which then stops the children: SIGTERM to each group, last started first (a group holds a service
   and what it spawned: Dagster's code servers and run workers, so a run in progress ends FAILURE
-  rather than stuck STARTED), up to :data:`STOP_GRACE_SECONDS` for all of them to exit, then SIGKILL
-  for whatever is left. Ctrl-C or SIGTERM exits 0.
+  rather than stuck STARTED), a second signal to what still runs after :data:`HURRY_SECONDS`, up to
+  :data:`STOP_GRACE_SECONDS` for all of them to exit, then SIGKILL for whatever is left. Ctrl-C or
+  SIGTERM exits 0.
 - The supervisor handles SIGINT and SIGTERM itself before it starts anything, and a handled signal
   reverts to the default in an exec'd child; so the children stop on SIGINT and SIGTERM even when
   ``pmx up`` was started with SIGINT ignored (a background job of a non-interactive shell, where
@@ -20,8 +21,8 @@ run ends.
   stopped and ``pmx up`` exits 1.
 - Children write to ``<home>/logs/up/<service>.log`` (each start begins a fresh file).
 
-Adding a service (the dashboard, the autoscaler worker) is one :class:`Service` line in
-:data:`SERVICES`; a service with a ``port_flag`` gets that command-line option by itself.
+What it runs is :data:`pmx.services.SERVICES` (one line per service); the process helpers are in
+:mod:`pmx.processes`.
 """
 
 from __future__ import annotations
@@ -33,16 +34,16 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 
+from pmx.processes import group_alive, http_ok, tail
+from pmx.services import SERVICES, Service
 from prioritymax.ports import IN_USE, WILDCARD_HOSTS, bind_problem
 from prioritymax.settings import REPO_ROOT, Settings, get_settings
 
@@ -53,115 +54,6 @@ STOP_GRACE_SECONDS = 10.0
 HURRY_SECONDS = 4.0
 LAUNCH_TIMEOUT_SECONDS = 300
 POLL_SECONDS = 0.25
-
-
-@dataclass(frozen=True)
-class Service:
-    """One child process of ``pmx up``.
-
-    ``argv`` items are formatted with ``{python}`` (this interpreter), ``{bin}`` (its scripts
-    folder), ``{repo}`` (the repository root), ``{host}``, ``{port}`` and ``{workspace}``.
-    ``ready_path`` is an HTTP path that answers 2xx once the service is up; ``ready`` a custom check
-    instead (called with the :class:`Supervisor` and the child's start time). ``group`` lets a flag
-    leave services out (``--no-dagster``, ``--no-jupyter``).
-    """
-
-    name: str
-    title: str
-    argv: tuple[str, ...]
-    port_flag: str | None = None
-    default_port: int | None = None
-    ready_path: str | None = None
-    url_path: str = ""
-    note: str = ""
-    group: str = "core"
-    ready: Callable[[Supervisor, float], bool] | None = None
-    #: Services that must answer before this one starts (the Dagster UI and daemon load the code
-    #: server's location once at their start).
-    needs: tuple[str, ...] = ()
-    #: How its URL is written in the banner (the code server speaks gRPC, not HTTP).
-    scheme: str = "http"
-    #: Extra environment for this child only (a secret it alone needs, say), from the supervisor.
-    env: Callable[[Supervisor], dict[str, str]] | None = None
-
-    @property
-    def port_param(self) -> str | None:
-        return self.port_flag.lstrip("-").replace("-", "_") if self.port_flag else None
-
-
-def code_server_ready(supervisor: Supervisor, started: float) -> bool:
-    """The code server is ready once it lists its repositories (it binds its port before the
-    definitions are loaded, and answers with an error while loading fails)."""
-    from dagster._grpc.client import DagsterGrpcClient
-    from dagster._grpc.types import ListRepositoriesResponse
-    from dagster_shared.serdes import deserialize_value
-
-    port = supervisor.ports["code_server_port"]
-    client = DagsterGrpcClient(port=port, host=WILDCARD_HOSTS.get(supervisor.host, supervisor.host))
-    return isinstance(deserialize_value(client.list_repositories()), ListRepositoriesResponse)
-
-
-def jupyter_env(supervisor: Supervisor) -> dict[str, str]:
-    """JupyterLab reads its token from JUPYTER_TOKEN (kept out of ``ps``); only its child gets it.
-    Its runtime files (cookie secret, kernel connection files) stay in the data home. The notebooks
-    get a data home of their own (``<home>/notebooks``: its own MLflow registry, database, Dagster
-    instance), so what they train and register never competes with the pipeline's champions."""
-    notebooks_home = supervisor.settings.home / "notebooks"
-    return {"JUPYTER_TOKEN": supervisor.jupyter_token,
-            "JUPYTER_RUNTIME_DIR": str(supervisor.settings.home / "jupyter" / "runtime"),
-            "PRIORITYMAX_HOME": str(notebooks_home), "DAGSTER_HOME": str(notebooks_home / "dagster")}
-
-
-def dagster_daemon_ready(supervisor: Supervisor, started: float) -> bool:
-    """The daemon is up once each of its required daemons has a heartbeat since it started."""
-    heartbeats = supervisor.instance.get_daemon_heartbeats()
-    required = supervisor.instance.get_required_daemon_types()
-    return all(kind in heartbeats and heartbeats[kind].timestamp >= started - 1 for kind in required)
-
-
-#: What ``pmx up`` runs, in start order (stopped in reverse). One line per service.
-SERVICES: list[Service] = [
-    Service("api", "API",
-            ("{python}", "-m", "uvicorn", "api.main:app", "--host", "{host}", "--port", "{port}"),
-            port_flag="--api-port", default_port=8000, ready_path="/config/health", url_path="/docs",
-            note="config control plane and workflows; health: /config/health"),
-    Service("autoscaler", "Autoscaler worker",
-            ("{python}", "-m", "pmx.cli", "autoscaler", "--host", "{host}", "--port", "{port}"),
-            port_flag="--autoscaler-port", default_port=8100, ready_path="/autoscaler/health",
-            url_path="/autoscaler/health", note="decisions: POST /autoscaler/decide; follows the API"),
-    Service("replay", "Trace replay",
-            ("{python}", "-m", "pmx.cli", "replay", "--speed", "60", "--quiet"),
-            note="the NASA trace's held-out days through the worker, an hour a minute: Autoscaler page",
-            group="replay", needs=("autoscaler",)),
-    Service("dashboard", "Dashboard",
-            ("{python}", "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
-             "--server.address", "{host}", "--server.port", "{port}", "--browser.gatherUsageStats", "false"),
-            port_flag="--dashboard-port", default_port=8501, ready_path="/_stcore/health",
-            note="runs, models, config and flags, workflows"),
-    Service("jupyter", "JupyterLab",
-            ("{python}", "-m", "jupyterlab", "--no-browser", "--ip", "{host}", "--port", "{port}",
-             "--ServerApp.root_dir={repo}/notebooks", "--ServerApp.port_retries=0",
-             # as root in a container; and no news or update checks from a machine that may be offline
-             "--allow-root", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-             "--LabApp.news_url=None"),
-            port_flag="--jupyter-port", default_port=8888, ready_path="/api", url_path="/lab",
-            note="the notebooks; token below", group="jupyter", env=jupyter_env),
-    # One standing code server that the UI, the daemon and the runs share: without it the daemon
-    # starts a fresh one every minute and the old one quits with a warning.
-    Service("code-server", "Dagster code",
-            ("{bin}/dagster", "code-server", "start", "-m", "orchestration.definitions", "-d", "{repo}",
-             "-h", "{host}", "-p", "{port}"),
-            port_flag="--code-server-port", default_port=4000, scheme="grpc",
-            note="the code location the UI, the daemon and runs load", group="dagster",
-            ready=code_server_ready),
-    Service("dagster-webserver", "Dagster UI",
-            ("{bin}/dagster-webserver", "-w", "{workspace}", "-h", "{host}", "-p", "{port}"),
-            port_flag="--dagster-port", default_port=3000, ready_path="/server_info", group="dagster",
-            needs=("code-server",)),
-    Service("dagster-daemon", "Dagster daemon", ("{bin}/dagster-daemon", "run", "-w", "{workspace}"),
-            note="schedules, sensors, the run queue", group="dagster", ready=dagster_daemon_ready,
-            needs=("code-server",)),
-]
 
 
 class Stop(Exception):
@@ -473,50 +365,6 @@ class Supervisor:
 
     def handle_signal(self, signum: int, _frame) -> None:
         self.stop_signal = signum
-
-
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with _NO_PROXY.open(url, timeout=2.0) as response:
-            return 200 <= response.status < 300
-    except (OSError, urllib.error.URLError):
-        return False
-
-
-def running_processes() -> Iterator[tuple[Path, list[str]]]:
-    """Each process that is not a zombie, from ``/proc``: its folder there and the fields of its
-    ``stat`` after the command name (state, ppid, pgrp, ...)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if fields[0] != "Z":
-            yield stat.parent, fields
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any process of the group is still running (zombies waiting to be reaped do not count)."""
-    if not Path("/proc").is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return any(int(fields[2]) == pgid for _, fields in running_processes())
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
 def up(host: str, ports: dict[str, int], pipeline: bool, dagster: bool, jupyter: bool = True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pmx.up import running_processes
+from pmx.processes import running_processes
 
 
 def processes_on(home: Path) -> list[int]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pmx.up import group_alive
+from pmx.processes import group_alive
 from prioritymax.settings import REPO_ROOT
 from tests.api.conftest import free_port
 from tests.processes import processes_on

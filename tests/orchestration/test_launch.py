@@ -22,7 +22,7 @@ import pytest
 from orchestration.instance import initialize_dagster_home
 from orchestration.workflows.compile import job_name
 from orchestration.workflows.store import WorkflowStore
-from pmx.up import group_alive
+from pmx.processes import group_alive
 from prioritymax.settings import REPO_ROOT, Settings
 from tests.api.conftest import free_port, start_server, stop_server, wait_until_answers
 

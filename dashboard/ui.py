@@ -13,7 +13,7 @@ T = TypeVar("T")
 
 
 def unavailable(error: ServiceDown) -> None:
-    st.warning(f"**{error.service} is unavailable.** {error}", icon="⚠️")
+    st.warning(f"**{error.service} is unavailable.** {error}", icon=":material/warning:")
 
 
 def attempt(load: Callable[[], T], fallback: T | None = None) -> T | None:

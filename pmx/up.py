@@ -28,6 +28,7 @@ What it runs is :data:`pmx.services.SERVICES` (one line per service); the proces
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -276,7 +277,8 @@ class Supervisor:
         """``dagster job launch`` the full pipeline once (through the queue); its run id, or None."""
         run_id = str(uuid.uuid4())
         argv = [str(Path(sys.executable).parent / "dagster"), "job", "launch", "-j", PIPELINE_JOB,
-                "-w", str(self.workspace), "--run-id", run_id]
+                "-w", str(self.workspace), "--run-id", run_id,
+                "--tags", json.dumps({"prioritymax/launched_by": "pmx up"})]  # the dashboard shows who
         for path in self.pipeline_config:
             argv += ["-c", str(path)]
         log_path = self.log_dir / "pipeline-launch.log"

@@ -36,6 +36,39 @@ def versions() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: Each model's headline metric (what its gate judges it on), as the tables name it.
+HEADLINES = {"holdout_rmse": "holdout RMSE", "eval_reward": "eval reward"}
+#: What a table shows where there is nothing to show, rather than the text None.
+NOTHING = "—"
+
+
+def headline(row: Any) -> str:
+    """A version's headline metric in words (the predictor's holdout RMSE, the policy's
+    evaluation reward): one column for both models instead of one each, half empty."""
+    for column, name in HEADLINES.items():
+        value = getattr(row, column)
+        if value is not None and value == value:  # value == value: not NaN
+            return f"{name} {value:.4g}"
+    return NOTHING
+
+
+def model_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Versions as the pages list them: the headline metric in words, and a dash where nobody
+    promoted the version."""
+    return pd.DataFrame({
+        "model": frame["model"], "version": frame["version"],
+        "aliases": frame["aliases"].replace("", NOTHING),
+        "created": frame["created"], "gate": frame["gate"],
+        "headline": [headline(row) for row in frame.itertuples()],
+        "promoted_by": frame["promoted_by"].fillna(NOTHING), "run_id": frame["run_id"],
+    }).reset_index(drop=True)
+
+
+def aliased(frame: pd.DataFrame) -> pd.DataFrame:
+    """The versions that hold an alias (champion, challenger), as :func:`model_table` lists them."""
+    return model_table(frame[frame["aliases"] != ""]).drop(columns="run_id")
+
+
 def champions(frame: pd.DataFrame) -> dict[str, Any]:
     """Model name -> champion version (None without one)."""
     found = {name: None for name in MODEL_NAMES}
@@ -62,7 +95,8 @@ def timeline() -> pd.DataFrame:
         return con.execute(
             "SELECT CAST(\"at\" AS TIMESTAMPTZ) AS \"at\", event, model, "
             "CAST(version AS VARCHAR) AS version, "
-            "CAST(coalesce(previous_champion, from_version) AS VARCHAR) AS previous, actor, "
+            "coalesce(nullif(CAST(coalesce(previous_champion, from_version) AS VARCHAR), ''), '—') "
+            "AS previous, actor, "
             "coalesce(CAST(forced AS BOOLEAN), false) AS forced, coalesce(reason, '') AS reason "
             "FROM events ORDER BY \"at\"").df()
 

@@ -4,7 +4,10 @@ next to the actual values and the two baselines, with the error metrics of each 
 
 The predictor is the registry's ``predictor`` champion (or its challenger, on request) when there
 is a registry, else the trainer's default checkpoint ``<home>/models/predictor_lgbm.pkl``. It is
-shown by default on the data it was trained on (its metadata's ``data.path``), else on a
+shown by default on the data it was trained on: the path and fingerprint (sha256) its metadata
+records (``data.path``, ``data.fingerprint``; for a registered version without them, its MLflow
+run's ``data`` and ``data_fingerprint`` parameters), found by path, else by fingerprint among the
+data home's datasets (a home moved or mounted elsewhere); only without either on a
 ``data/<source>/queue_metrics.csv`` of the data home. The holdout is what the trainer holds out
 (``ml.predictor.train.prepare``): the model's features on the dataset, the rows with a label and a
 last known value, the latest 20% of them; each horizon scored on the rows where its label and
@@ -112,17 +115,44 @@ def model(choice: ModelChoice):
     return _load(choice.version, choice.path, modified)
 
 
+@st.cache_data(ttl=300, show_spinner=False)
+def run_data(version: str) -> dict[str, str | None]:
+    """The data a registered version's MLflow run records it was trained on (``path`` and
+    ``fingerprint``; None where not recorded). Cached for minutes: a run's parameters never change."""
+    from ml import registry
+
+    found = registry.client()
+    params = found.get_run(found.get_model_version(MODEL_NAME, version).run_id).data.params
+    return {"path": params.get("data"), "fingerprint": params.get("data_fingerprint")}
+
+
+def training_data(choice: ModelChoice, meta: dict[str, Any]) -> dict[str, str | None]:
+    """The path and fingerprint of the data the predictor was trained on: its metadata's, else
+    (a registered version whose metadata lacks them) its MLflow run's."""
+    recorded = meta.get("data") or {}
+    if recorded.get("path") or choice.version is None:
+        return {"path": recorded.get("path"), "fingerprint": recorded.get("fingerprint")}
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return run_data(choice.version)
+    except MlflowException:
+        return {"path": None, "fingerprint": None}
+
+
 def model_details(choice: ModelChoice) -> dict[str, Any]:
     """What the page says about a predictor: kind, target, horizons, when and on what it was
-    trained, its training and holdout windows and its holdout metrics (per horizon)."""
+    trained (``data``: the path, ``data_fingerprint``), its training and holdout windows and its
+    holdout metrics (per horizon)."""
     found = model(choice)
     meta = found.metadata
     holdout = meta.get("metrics", {}).get("holdout", {})
+    data = training_data(choice, meta)
     return {"kind": found.kind, "target": found.spec.target, "horizon": found.spec.horizon,
             "horizons": found.horizons, "intervals": bool(found.intervals),
             "interval_seconds": found.spec.interval_seconds,
             "features": len(found.spec.features), "created_at": meta.get("created_at"),
-            "data": meta.get("data", {}).get("path"),
+            "data": data["path"], "data_fingerprint": data["fingerprint"],
             "training_window": meta.get("training_window"),
             "holdout_window": meta.get("holdout_window"),
             "holdout_rmse": holdout.get("rmse"),
@@ -138,15 +168,47 @@ def datasets() -> list[Dataset]:
             for path in sorted(current.data_dir.glob(f"*/{DATASET}")) if path.is_file()]
 
 
-def dataset_choices(trained_on: str | None, found: list[Dataset]) -> list[Dataset]:
-    """The datasets to show a predictor on: first the one it was trained on (``trained_on``, its
-    metadata's ``data.path``) when that file exists here, then the data home's others."""
-    if not trained_on or not Path(trained_on).is_file():
+def dataset_choices(trained_on: str | None, found: list[Dataset],
+                    fingerprint: str | None = None) -> list[Dataset]:
+    """The datasets to show a predictor on: first the one it was trained on, then the data home's
+    others. The one it was trained on is the file at ``trained_on`` (its recorded path; a relative
+    path is read from the data home) when it exists here, else the data home's dataset whose
+    content has the recorded ``fingerprint``; without either, the data home's datasets only."""
+    own = recorded_file(trained_on) or same_content(found, fingerprint)
+    if own is None:
         return list(found)
-    own = Path(trained_on).resolve()
     same = next((d for d in found if Path(d.path).resolve() == own), None)
     label = f"{same.label} (trained on)" if same else f"{own.parent.name}/{own.name} (trained on)"
     return [Dataset(label, str(own), trained_on=True), *(d for d in found if d is not same)]
+
+
+def recorded_file(path: str | None) -> Path | None:
+    """A recorded data path as a file here: as it is, or relative to the data home; None when it
+    is not here."""
+    if not path:
+        return None
+    for candidate in (Path(path), settings().home / path):
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def same_content(found: list[Dataset], fingerprint: str | None) -> Path | None:
+    """The dataset of ``found`` whose content has ``fingerprint``: the model's own data when its
+    recorded path is gone (the home was moved, or is mounted elsewhere)."""
+    if not fingerprint:
+        return None
+    match = next((d for d in found if file_fingerprint(d.path, dataset_mtime(d.path)) == fingerprint), None)
+    return Path(match.path).resolve() if match else None
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def file_fingerprint(path: str, modified: float | None) -> str | None:
+    """The file's fingerprint as the trainer records it (``ml.predictor.data.fingerprint``),
+    read once per version of the file (``modified``: its mtime)."""
+    from ml.predictor.data import fingerprint
+
+    return fingerprint(Path(path)) if modified is not None else None
 
 
 def dataset_mtime(path: str) -> float | None:
@@ -209,6 +271,8 @@ def recent(frame: pd.DataFrame, span: pd.Timedelta = RECENT) -> tuple[pd.Timesta
 
 
 # ------------------------------------------------------------------------------ the metrics
+# The aggregations are cached on their frame (Streamlit hashes it): a rerun that only moves the
+# window slider or adds a baseline to the chart reads them instead of querying DuckDB again.
 def errors(frame: pd.DataFrame) -> pd.DataFrame:
     """One horizon's rows as long rows: ts, method, forecast, actual, error (forecast − actual);
     a method without a forecast on a row (seasonal-naive early in a segment) has no row."""
@@ -224,6 +288,7 @@ def _order() -> str:
     return "[" + ", ".join(f"'{m}'" for m in METHODS) + "]"
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
 def metrics(frame: pd.DataFrame) -> pd.DataFrame:
     """Per method (model, persistence, seasonal_naive) over one horizon's rows: RMSE, MAE, bias
     (mean of forecast − actual: above zero forecasts too high), the largest miss, rows, and skill
@@ -246,6 +311,7 @@ def metrics(frame: pd.DataFrame) -> pd.DataFrame:
         """).df()[columns]
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
 def horizon_metrics(frame: pd.DataFrame, by_horizon: dict[str, Any] | None = None) -> pd.DataFrame:
     """Per horizon over :attr:`Holdout.frame`: rows, the model's RMSE and MAE, the share of actual
     values at or under the p90 forecast (``p90_coverage``, 0.9 when calibrated), each baseline's
@@ -276,6 +342,7 @@ def horizon_metrics(frame: pd.DataFrame, by_horizon: dict[str, Any] | None = Non
     return table[columns].astype({"trained_rmse": "float64", "trained_p90_coverage": "float64"})
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
 def error_by_load(frame: pd.DataFrame) -> pd.DataFrame:
     """One horizon's errors by decile of the actual load: per decile (1: the quietest tenth of
     the rows) and method, the range of actual values (``low``..``high``), the mean absolute error,

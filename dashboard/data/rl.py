@@ -11,6 +11,7 @@ profile is replayed whole. The per-policy summary is one DuckDB query over the r
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,18 +134,66 @@ def _hashable(config_dict: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 
 # -------------------------------------------------------------------------------- the episode
-@st.cache_data(max_entries=16, show_spinner="Tuning the rules on the policy's training traffic…")
 def best_rule(choice: ModelChoice) -> tuple[str, dict[str, Any]]:
-    """The rule (and its parameters) with the best reward on the policy's held-out episodes, every
-    rule tuned on the policy's training part: what the gate compares with (``canary_rl``)."""
+    """The rule (and its parameters) the policy is compared with: the best tuned rule its gate
+    (``canary_rl``) compared it with, as the gate recorded it; tuned again here only for what was
+    not recorded (the gate's rule without its parameters: that rule alone; no gate: every rule,
+    the best on the policy's held-out episodes). Tuning every rule takes minutes on 2 cores."""
+    recorded = recorded_best_rule(choice)
+    if recorded is not None and recorded[1] is not None:
+        return recorded[0], recorded[1]
+    return tuned_best_rule(choice, recorded[0] if recorded is not None else None)
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def recorded_best_rule(choice: ModelChoice) -> tuple[str, dict[str, Any] | None] | None:
+    """The best tuned rule the policy's gate recorded: a registered version's ``gate.*`` tags, or
+    the gate result kept beside a local checkpoint (``rl_agent.json``); its parameters are None
+    where only the name was recorded. None: no gate recorded one."""
+    gate = recorded_gate(choice)
+    params = gate.get("best_baseline_params")
+    if isinstance(params, str):  # a registry tag holds JSON text
+        params = json.loads(params)
+    return (gate["best_baseline"], params) if gate.get("best_baseline") else None
+
+
+def recorded_gate(choice: ModelChoice) -> dict[str, Any]:
+    """The policy's last gate result: a registered version's ``gate.*`` tags, or what the gate
+    kept beside a local checkpoint; empty when there is none or the registry does not answer."""
+    if choice.version is None:
+        from ml.rl.tracking import read_metadata
+
+        return read_metadata(Path(choice.path)).get("gate") or {}
+    from mlflow.exceptions import MlflowException
+
+    from ml import registry
+
+    try:
+        tags = registry.client().get_model_version(MODEL_NAME, choice.version).tags or {}
+    except MlflowException:
+        return {}
+    return {k.removeprefix(registry.GATE_PREFIX): v for k, v in tags.items()
+            if k.startswith(registry.GATE_PREFIX)}
+
+
+@st.cache_data(max_entries=16, show_spinner="Tuning the rules on the policy's training traffic…")
+def tuned_best_rule(choice: ModelChoice, only: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The rule (``only``, else every tuned rule) tuned on the policy's training part, the best on
+    its held-out episodes when there are several: what the gate compares with."""
     from ml.rl.train import eval_seeds
     from ml.sim.config import SimConfig
     from ml.sim.tuning import best_of, evaluate_tuned, tune_baselines
 
-    payload = checkpoint(choice)
-    config = SimConfig.from_dict(payload["sim_config"])
+    config = SimConfig.from_dict(checkpoint(choice)["sim_config"])
     traffic = training_traffic(choice)
-    tuned = tune_baselines(config, traffic.train)
+    try:
+        tuned = tune_baselines(config, traffic.train, only=[only]) if only else {}
+    except ValueError:  # a rule this version of the code no longer has
+        tuned = {}
+    if not tuned:  # no recorded rule, or one that cannot be tuned here (no forecasts)
+        tuned = tune_baselines(config, traffic.train)
+    if len(tuned) == 1:
+        return next(iter(tuned.items()))
     evaluations = evaluate_tuned(tuned, config, traffic.evaluation, eval_seeds(8),
                                  train=traffic.train)
     best = best_of(evaluations)

@@ -9,6 +9,7 @@ the settings (``Settings.api_client_token``: PRIORITYMAX_API_TOKEN, else the adm
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,28 +96,48 @@ class Health:
     up: bool
     detail: str
 
+    @property
+    def state(self) -> str:
+        """``up`` or ``down`` as plain text: a status cell readable without an emoji font."""
+        return "up" if self.up else "down"
+
 
 @st.cache_data(ttl=5, show_spinner=False)
 def health() -> list[Health]:
-    """Whether the API, Dagster's webserver, MLflow and each autoscaler worker answer."""
+    """Whether the API, Dagster's webserver, MLflow and each autoscaler worker answer. The checks run
+    side by side: a busy service (Dagster's webserver while the pipeline trains) then costs the page
+    its own wait, not the sum of every wait."""
     current = settings()
-    found = []
     checks = [("API", f"{current.api_url.rstrip('/')}/config/health"),
               ("Dagster", f"{current.dagster_url.rstrip('/')}/server_info")]
     checks += [(f"Autoscaler {url}", f"{url}/autoscaler/health") for url in autoscaler_urls()]
-    for name, url in checks:
-        started = time.perf_counter()
-        try:
-            body = http_json(name, url, timeout=2.0)
-        except ServiceDown as error:
-            found.append(Health(name, url, False, str(error)))
-            continue
-        detail = f"answered in {1000 * (time.perf_counter() - started):.0f} ms"
-        if name.startswith("Autoscaler"):
-            detail = f"{body.get('status')}; " + "; ".join(body.get("problems") or []) or detail
-        found.append(Health(name, url, True, detail))
-    found.append(mlflow_health())
-    return found
+    with ThreadPoolExecutor(max_workers=len(checks) + 1) as pool:
+        answers = [pool.submit(check_service, name, url) for name, url in checks]
+        mlflow = pool.submit(mlflow_health)
+        return [answer.result() for answer in answers] + [mlflow.result()]
+
+
+def check_service(name: str, url: str) -> Health:
+    """One service's health: down with the reason, or up with what its answer says."""
+    started = time.perf_counter()
+    try:
+        body = http_json(name, url, timeout=2.0)
+    except ServiceDown as error:
+        return Health(name, url, False, str(error))
+    elapsed_ms = 1000 * (time.perf_counter() - started)
+    if name.startswith("Autoscaler"):
+        return Health(name, url, True, worker_detail(body, elapsed_ms))
+    return Health(name, url, True, f"answered in {elapsed_ms:.0f} ms")
+
+
+def worker_detail(body: dict[str, Any], elapsed_ms: float) -> str:
+    """An autoscaler worker's health in a few words: its status and the problems it reports, or,
+    with none, how fast it answered (never a bare ``ok;``)."""
+    status = body.get("status") or "unknown"
+    problems = [str(p) for p in body.get("problems") or [] if p]
+    if problems:
+        return f"{status}: " + "; ".join(problems)
+    return f"{status}, answered in {elapsed_ms:.0f} ms"
 
 
 def mlflow_health() -> Health:

@@ -18,7 +18,10 @@ RUN_COLUMNS = ["run_id", "version", "status", "actor", "created_at", "started_at
                "duration_seconds", "error"]
 SPAN_COLUMNS = ["node_id", "node_type", "attempt", "status", "start", "end", "start_ms", "end_ms",
                 "duration_ms", "label"]
-
+#: The narrowest bar of a timeline, as a share of the run's span: a node that took a few
+#: microseconds in a run of seconds still shows (about 1% of the chart's width), and its label
+#: gives its true duration.
+MIN_BAR_SHARE = 0.01
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -110,3 +113,24 @@ def events(trace: dict[str, Any]) -> pd.DataFrame:
             for e in trace.get("events", [])]
     return pd.DataFrame(rows, columns=["seq", "offset_ms", "type", "node_id", "status", "attempt",
                                        "duration_ms", "error"])
+
+
+def duration_text(ms: float) -> str:
+    """A duration as a reader says it: ``42 µs``, ``3.5 ms``, ``2.31 s``."""
+    if ms < 0.9995:
+        return f"{ms * 1000:.0f} µs"
+    if ms < 999.5:
+        return f"{ms:.3g} ms"
+    return f"{ms / 1000:.2f} s"
+
+
+def timeline_bars(spans_frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`spans` ready for a Gantt chart in milliseconds since the run started: each bar starts
+    at ``start_ms`` and is ``bar_ms`` wide, at least :data:`MIN_BAR_SHARE` of the run's span so
+    that sub-millisecond nodes stay visible; ``duration`` is the true duration in words."""
+    if spans_frame.empty:
+        return spans_frame.assign(bar_ms=[], duration=[])
+    span_ms = float(spans_frame["end_ms"].max() - spans_frame["start_ms"].min())
+    narrowest = MIN_BAR_SHARE * span_ms if span_ms > 0 else 1.0
+    return spans_frame.assign(bar_ms=spans_frame["duration_ms"].clip(lower=narrowest),
+                              duration=spans_frame["duration_ms"].map(duration_text))

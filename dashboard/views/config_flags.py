@@ -9,7 +9,7 @@ from dashboard.data import config
 from dashboard.data.services import APIRefused, ServiceDown
 from dashboard.ui import attempt, key_values, unavailable
 
-NEW = "➕ new…"
+NEW = "+ new…"  # plain text: an emoji renders as an empty box without an emoji font
 #: How often the live panel re-reads the follower (seconds).
 LIVE_EVERY_S = 2.0
 

@@ -24,7 +24,7 @@ elif versions is not None:
                    for alias in row.aliases.split(",") if alias}
         st.markdown(f"champion **{aliases.get('champion', 'none')}** · challenger "
                     f"{aliases.get('challenger', 'none')} · {len(own)} versions")
-        st.dataframe(own.drop(columns=["model", "gate_detail"]), hide_index=True, width="stretch")
+        st.dataframe(models.model_table(own).drop(columns="model"), hide_index=True, width="stretch")
         with st.expander(f"{name}: gate results"):
             for row in own.itertuples():
                 st.markdown(f"**v{row.version}** ({row.gate})")

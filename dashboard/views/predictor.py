@@ -4,7 +4,6 @@ a dataset's holdout, and against the baselines."""
 from datetime import timedelta
 
 import pandas as pd
-import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -13,6 +12,8 @@ from dashboard.ui import key_values
 
 LABELS = {"model": "model", "persistence": "persistence (last value)",
           "seasonal_naive": "seasonal naive (a day before)"}
+#: plotly's first three colors, one per method, the same on both error charts.
+METHOD_COLORS = {"model": "#636efa", "persistence": "#ef553b", "seasonal_naive": "#00cc96"}
 BAND = "rgba(31, 119, 180, 0.2)"
 MEAN = "rgb(31, 119, 180)"
 
@@ -35,11 +36,12 @@ def controls(choices: list[predictor.ModelChoice],
     except predictor.HoldoutError as error:
         st.error(f"{choice.label} cannot be read: {error}")
         return None
-    options = predictor.dataset_choices(details["data"], found)
+    options = predictor.dataset_choices(details["data"], found, details["data_fingerprint"])
     paths = {d.label: d.path for d in options}
-    dataset = right.selectbox("Dataset", list(paths), disabled=not paths,
-                              help="The data the model was trained on first, then "
-                                   "`data/<source>/queue_metrics.csv` in the data home")
+    dataset = right.selectbox("Dataset", list(paths), disabled=not paths, key=f"dataset::{choice.label}",
+                              help="The data the model was trained on first (by its recorded path, "
+                                   "else by its fingerprint), then `data/<source>/queue_metrics.csv` "
+                                   "in the data home")
     rmse = details["holdout_rmse"]
     registered = f"; holdout RMSE when trained {rmse:.3f} (first horizon)" if rmse is not None else ""
     horizons = ", ".join(str(k) for k in details["horizons"])
@@ -132,25 +134,36 @@ def forecast_chart(frame: pd.DataFrame, methods: tuple[str, ...], horizon: int, 
 
 
 def error_charts(frame: pd.DataFrame, target: str) -> None:
+    """The errors by decile of the load and their spread. Drawn with plotly's graph objects, a trace
+    per method: plotly express would regroup the frame on every rerun (a few hundred ms each)."""
     st.subheader("Errors by load")
     by_load = predictor.error_by_load(frame)
-    figure = px.bar(by_load, x="load", y="mae", color="method", barmode="group",
-                    hover_data={"relative_mae": ":.1%", "rows": True},
-                    labels={"load": f"decile of actual {target} (range)",
-                            "mae": "mean absolute error", "relative_mae": "relative to load"},
-                    category_orders={"load": list(dict.fromkeys(by_load["load"])),
-                                     "method": list(predictor.METHODS)})
+    figure = go.Figure()
+    for method in predictor.METHODS:
+        rows = by_load[by_load["method"] == method]
+        if not rows.empty:
+            figure.add_trace(go.Bar(x=rows["load"], y=rows["mae"], name=method,
+                                    marker={"color": METHOD_COLORS[method]},
+                                    customdata=rows[["relative_mae", "rows"]].to_numpy(),
+                                    hovertemplate="%{x}<br>mean absolute error %{y:.4g}<br>relative to "
+                                                  "load %{customdata[0]:.1%}<br>%{customdata[1]} rows"))
+    figure.update_layout(barmode="group", xaxis_title=f"decile of actual {target} (range)",
+                         yaxis_title="mean absolute error", legend_title_text="method")
     st.plotly_chart(figure, width="stretch")
     st.caption("Mean |forecast − actual| per tenth of the rows, from the quietest (D1) to the "
                "busiest (D10).")
     long = predictor.errors(frame)
     low, high = long["relative_error"].quantile([0.01, 0.99])
     kept = long[long["relative_error"].between(low, high)]
-    st.plotly_chart(px.histogram(kept, x="relative_error", color="method", barmode="overlay",
-                                 nbins=60, opacity=0.6, histnorm="percent",
-                                 category_orders={"method": list(predictor.METHODS)},
-                                 labels={"relative_error": "(forecast − actual) / max(actual, 1)"}),
-                    width="stretch")
+    spread = go.Figure()
+    for method in predictor.METHODS:
+        values = kept.loc[kept["method"] == method, "relative_error"]
+        if not values.empty:
+            spread.add_trace(go.Histogram(x=values, name=method, nbinsx=60, histnorm="percent", opacity=0.6,
+                                          marker={"color": METHOD_COLORS[method]}))
+    spread.update_layout(barmode="overlay", xaxis_title="(forecast − actual) / max(actual, 1)",
+                         yaxis_title="percent", legend_title_text="method")
+    st.plotly_chart(spread, width="stretch")
     st.caption("Errors relative to the load; the 1% largest misses either way (bursts) are left "
                "out so the axis stays readable.")
 
@@ -159,7 +172,8 @@ st.title("Predictor: load forecast vs actual")
 choices, note = predictor.models()
 found = predictor.datasets()
 if note:
-    st.warning(f"**MLflow is unavailable.** {note}; only a local checkpoint can be shown.", icon="⚠️")
+    st.warning(f"**MLflow is unavailable.** {note}; only a local checkpoint can be shown.",
+               icon=":material/warning:")
 if not choices:
     st.info(f"No predictor yet: no `predictor` champion in the registry and no "
             f"`models/{predictor.CHECKPOINT}` in the data home. {predictor.HOW_TO_TRAIN}")
@@ -170,7 +184,7 @@ elif (chosen := controls(choices, found)) is not None:
     try:
         held = predictor.holdout(choice, dataset, predictor.dataset_mtime(dataset))
     except predictor.HoldoutError as error:
-        st.warning(f"This dataset cannot be used for this predictor: {error}", icon="⚠️")
+        st.warning(f"This dataset cannot be used for this predictor: {error}", icon=":material/warning:")
     else:
         origin = {True: "the dataset the model was trained on: these rows were held out of its fitting",
                   False: "another dataset than the one the model was trained on",

@@ -56,8 +56,9 @@ def totals(frame: pd.DataFrame, steps: int, best: tuple[str, dict]) -> None:
     st.dataframe(summary.reset_index(), hide_index=True, width="stretch")
     st.caption("Reward = −(worker cost + SLA penalty + churn cost). An SLA violation is a task that "
                "arrives into a projected wait beyond its class's SLA, or is dropped. The best tuned "
-               "rule: HPA, Erlang-C, queue-threshold and static, each tuned on the policy's training "
-               "traffic, the best on its held-out episodes (what the RL gate compares with).")
+               "rule: the one the policy's gate compared it with, as the gate recorded it; without a "
+               "recorded gate, HPA, Erlang-C, queue-threshold, static and predictive Erlang-C, each "
+               "tuned on the policy's training traffic, the best on its held-out episodes.")
 
 
 def charts(frame: pd.DataFrame) -> None:
@@ -94,7 +95,8 @@ def charts(frame: pd.DataFrame) -> None:
 st.title("RL: PPO vs the best tuned rule")
 choices, note = rl.policies()
 if note:
-    st.warning(f"**MLflow is unavailable.** {note}; only a local checkpoint can be shown.", icon="⚠️")
+    st.warning(f"**MLflow is unavailable.** {note}; only a local checkpoint can be shown.",
+               icon=":material/warning:")
 if not choices:
     st.info(f"No RL policy yet: no `rl_agent` champion in the registry and no `models/{rl.CHECKPOINT}` "
             f"in the data home. {rl.HOW_TO_TRAIN}")

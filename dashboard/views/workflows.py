@@ -1,7 +1,6 @@
 """Workflows: the stored workflows, a workflow's DAG (the API's layered layout), its runs and a
 run's per-node Gantt from the trace replay."""
 
-import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -53,10 +52,24 @@ def dag_figure(layout: dict) -> go.Figure:
 
 
 def gantt_figure(frame) -> go.Figure:
-    figure = px.timeline(frame, x_start="start", x_end="end", y="label", color="status",
-                         color_discrete_map=STATUS_COLORS, hover_data=["node_type", "attempt", "duration_ms"])
-    figure.update_yaxes(autorange="reversed", title=None)
-    figure.update_layout(height=max(220, 60 + 36 * len(frame)), margin={"l": 20, "r": 20, "t": 30, "b": 20})
+    """A bar per node attempt from its start, in milliseconds since the run started, colored by
+    status and labelled with its duration; a node too short to see gets the narrowest visible
+    bar (:func:`dashboard.data.workflows.timeline_bars`)."""
+    bars = workflows.timeline_bars(frame)
+    figure = go.Figure()
+    for status in dict.fromkeys(bars["status"]):
+        group = bars[bars["status"] == status]
+        figure.add_trace(go.Bar(
+            y=group["label"], x=group["bar_ms"], base=group["start_ms"], orientation="h", name=status,
+            marker={"color": STATUS_COLORS.get(status, "#444")}, text=group["duration"],
+            textposition="auto", customdata=group[["duration", "node_type", "attempt"]].to_numpy(),
+            hovertemplate="%{y} (%{customdata[1]}, attempt %{customdata[2]})<br>"
+                          "from %{base:.3f} ms, took %{customdata[0]}<extra></extra>"))
+    figure.update_yaxes(autorange="reversed", title=None, categoryorder="array",
+                        categoryarray=list(dict.fromkeys(bars["label"])))
+    figure.update_xaxes(title="ms since the run started", rangemode="tozero")
+    figure.update_layout(height=max(220, 60 + 36 * len(frame)), barmode="overlay", legend_title_text="status",
+                         margin={"l": 20, "r": 20, "t": 30, "b": 20})
     return figure
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -149,6 +150,14 @@ def open_page(page: str) -> AppTest:
     return app
 
 
+def frame_with(page: AppTest, *columns: str) -> pd.DataFrame:
+    """The first dataframe on the page that has all ``columns``."""
+    for element in page.dataframe:
+        if set(columns) <= set(element.value.columns):
+            return element.value
+    raise AssertionError(f"no dataframe with columns {columns}")
+
+
 def texts(app: AppTest) -> str:
     """Every text a reader sees on the page, joined (markdown, titles, captions, alerts, metrics)."""
     parts = []
@@ -157,3 +166,19 @@ def texts(app: AppTest) -> str:
         parts += [str(e.value) for e in getattr(app, kind)]
     parts += [f"{m.label} {m.value}" for m in app.metric]
     return "\n".join(parts)
+
+
+def _is_emoji(char: str) -> bool:
+    """A pictograph that needs an emoji font (✅ ❌ ⚠ ➕ 🚀 ...), or the emoji variation selector."""
+    code = ord(char)
+    return char == "\ufe0f" or 0x2600 <= code <= 0x27BF or 0x2B00 <= code <= 0x2BFF or code >= 0x1F000
+
+
+def assert_plain_text(frame, *columns: str) -> None:
+    """Every cell of ``columns`` is text a reader can read without an emoji font: no emoji, and
+    never empty or the text None."""
+    for column in columns:
+        for value in frame[column]:
+            assert isinstance(value, str) and value.strip(), f"{column}: {value!r} is not text"
+            assert value != "None", f"{column} reads None"
+            assert not any(_is_emoji(c) for c in value), f"{column}: {value!r} holds an emoji"

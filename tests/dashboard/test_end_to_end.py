@@ -51,10 +51,10 @@ def test_models_and_runs_pages_render_in_chromium(dashboard, tmp_path):
     shot = browser.screenshot(tmp_path / "models.png")
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank skeleton
 
-    # The experiment filter's choices (rl_agent, predictor) render after the page's headings: wait
-    # for them too, not only for the headings (asserting on the first text seen failed on a busy
-    # machine).
+    # The chosen runs (the RL experiment's, by default) and the default metric's curve (its axis
+    # title) render after the page's headings: wait for them too, not only for the headings
+    # (asserting on the first text seen failed on a busy machine).
     runs = browser.open(f"{url}/runs", ["MLflow runs", "Metric curves", "Compare parameters", "Dagster runs",
-                                        "rl_agent", "predictor"])
-    assert "rl_agent" in runs and "predictor" in runs
+                                        "ppo-4envs", "charts/eval_reward"])
+    assert "ppo-4envs" in runs and "charts/eval_reward" in runs
     assert browser.screenshot(tmp_path / "runs.png").stat().st_size > 20_000

@@ -4,26 +4,20 @@ page's writes, made through its widgets, reaching the API with the dashboard tok
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import time
 
-import pandas as pd
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.dashboard.conftest import open_page, texts
+from tests.dashboard.conftest import frame_with, open_page, texts
 
 pytestmark = pytest.mark.integration
 
 OPERATOR = "test-operator"  # the name of the fixture's operator token, the dashboard's token
-
-
-def frame_with(page: AppTest, *columns: str) -> pd.DataFrame:
-    """The first dataframe on the page that has all ``columns``."""
-    for element in page.dataframe:
-        if set(columns) <= set(element.value.columns):
-            return element.value
-    raise AssertionError(f"no dataframe with columns {columns}")
 
 
 def charts(page: AppTest) -> list[dict]:
@@ -98,6 +92,33 @@ def test_workflows_page_draws_the_dag_and_the_runs_gantt(on_populated):
     statuses = {t["name"] for t in gantt["data"]}
     assert "COMPLETED" in statuses and "FAILED" in statuses  # payment.example.com does not exist
     assert "Node payment failed" in texts(page)
+    # Every node has a bar at least 1% of the run's span wide, labelled with its true duration.
+    bars = [(float(w), float(b), text) for t in gantt["data"]
+            for w, b, text in zip(_numbers(t["x"]), _numbers(t["base"]), t["text"], strict=True)]
+    span = max(b + w for w, b, _ in bars) - min(b for _, b, _ in bars)
+    assert all(w >= 0.0099 * span for w, _, _ in bars), bars
+    assert all(re.fullmatch(r"[\d.]+ (µs|ms|s)", text) for _, _, text in bars), bars
+
+
+def _numbers(values) -> list[float]:
+    """A plotly figure's numbers as JSON gives them: a list, or typed binary (``bdata``)."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+    return [float(v) for v in values]
+
+
+def test_a_sub_millisecond_node_gets_a_visible_bar_labelled_with_its_duration():
+    from dashboard.data import workflows
+
+    trace = {"started_at": 1_700_000_000.0, "duration_ms": 2000.0, "spans": [
+        {"node_id": "start", "node_type": "start", "start_ms": 0.0, "end_ms": 0.05, "status": "COMPLETED"},
+        {"node_id": "fetch", "node_type": "task", "start_ms": 0.05, "end_ms": 1999.0, "status": "COMPLETED"},
+        {"node_id": "end", "node_type": "end", "start_ms": 1999.0, "end_ms": 1999.4, "status": "COMPLETED"}]}
+    bars = workflows.timeline_bars(workflows.spans(trace)).set_index("node_id")
+    assert bars.loc["start", "duration_ms"] == 0.05 and bars.loc["start", "duration"] == "50 µs"
+    assert bars.loc["start", "bar_ms"] == pytest.approx(0.01 * 1999.4)  # 1% of the run, not 0.05 ms
+    assert bars.loc["end", "duration"] == "400 µs" and bars.loc["fetch", "duration"] == "2.00 s"
+    assert bars.loc["fetch", "bar_ms"] == pytest.approx(1998.95)  # a long node keeps its own width
 
 
 def test_autoscaler_page_shows_the_worker_its_versions_and_decisions(on_populated):
@@ -151,7 +172,7 @@ def test_a_tenant_flag_toggled_on_the_page_is_written_as_the_operator_and_seen_l
 
 def test_a_value_saved_on_the_page_is_written_as_the_operator_and_a_rollback_is_refused(on_populated):
     page = open_page("config_flags")
-    page.selectbox(key="cf_key").set_value("➕ new…").run()
+    page.selectbox(key="cf_key").set_value("+ new…").run()
     page.text_input(key="cf_new_key").set_value("dashboard.batch")
     page.text_area(key="cf_value").set_value('{"size": 7, "queues": ["high", "low"]}')
     page.text_input(key="cf_comment").set_value("from the dashboard")

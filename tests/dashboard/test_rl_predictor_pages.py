@@ -54,6 +54,32 @@ def test_rl_page_runs_the_champion_against_the_best_tuned_rule_and_hpa(on_popula
     assert _metrics(page)["Steps"] == "120"
 
 
+def test_the_rl_page_runs_the_rule_the_gate_recorded_without_tuning_again(on_populated):
+    """The gate's best tuned rule and its parameters, recorded on the registered version, are what
+    the page compares the policy with (tuning every rule again takes minutes)."""
+    from dashboard.data import rl
+    from ml import registry
+    from ml.rl.tracking import record_gate
+
+    rule = ("hpa", {"target_utilization": 0.77})  # off the tuning grid: read, not tuned again
+    client = registry.client()
+    before = dict(client.get_model_version("rl_agent", "1").tags)
+    record_gate(on_populated.home / "models" / "rl_agent.pt", {
+        "passed": True, "reward": -1.0, "hpa_reward": -2.0, "best_baseline": rule[0],
+        "best_baseline_params": rule[1], "best_baseline_reward": -1.5, "episodes": 8}, version="1")
+    try:
+        assert rl.best_rule(rl.policies()[0][0]) == rule
+        page = open_page("rl")
+        assert _metrics(page)["Best tuned rule"] == "hpa {'target_utilization': 0.77}"
+        assert page.dataframe[0].value["policy"].tolist() == ["PPO", "Best tuned rule", "HPA"]
+    finally:  # the other tests expect the version's gate as the fixture recorded it
+        for key, value in client.get_model_version("rl_agent", "1").tags.items():
+            if key not in before:
+                client.delete_model_version_tag("rl_agent", "1", key)
+            elif before[key] != value:
+                client.set_model_version_tag("rl_agent", "1", key, before[key])
+
+
 def test_an_episode_is_what_evaluate_policy_measures(on_populated):
     """The policies side by side give exactly the totals of a one-env evaluation with that seed,
     and face the same arrivals."""
@@ -198,6 +224,7 @@ def test_predictor_page_falls_back_and_says_what_it_cannot_read(on_trained, tmp_
     meta = home / "models" / "predictor_lgbm.json"
     recorded = _recorded(home)
     recorded["data"]["path"] = str(tmp_path / "gone" / "queue_metrics.csv")  # no longer here
+    recorded["data"]["fingerprint"] = "0" * 16  # nor any file with its content
     meta.write_text(json.dumps(recorded))
     broken = home / "data" / "broken" / "queue_metrics.csv"
     broken.parent.mkdir()
@@ -211,7 +238,7 @@ def test_predictor_page_falls_back_and_says_what_it_cannot_read(on_trained, tmp_
     assert not page.get("plotly_chart")
     page.selectbox[1].select("synthetic").run()
     assert not page.exception
-    assert "another dataset than the one" not in texts(page)  # the same file: same fingerprint
+    assert "another dataset than the one" in texts(page)  # its content is not the recorded one
     assert page.dataframe[0].value["horizon"].tolist() == [1, 5, 15]
     assert len(page.get("plotly_chart")) == 3
 
@@ -220,6 +247,44 @@ def test_predictor_page_falls_back_and_says_what_it_cannot_read(on_trained, tmp_
     page = open_page("predictor")
     assert "cannot be read" in texts(page) and "not a predictor checkpoint" in texts(page)
     assert not page.get("plotly_chart")
+
+
+def test_predictor_page_finds_its_training_data_by_fingerprint_in_a_moved_home(on_trained, tmp_path,
+                                                                              monkeypatch):
+    """The home was copied elsewhere (another machine, a container's mount): the recorded path is
+    gone, but a dataset here has the recorded content. It is the model's own, shown first."""
+    import shutil
+
+    home = tmp_path / "moved"
+    shutil.copytree(on_trained, home)
+    other = home / "data" / "another" / "queue_metrics.csv"
+    other.parent.mkdir()
+    other.write_text((home / "data" / "synthetic" / "queue_metrics.csv").read_text() + "\n")
+    recorded = _recorded(home)
+    recorded["data"]["path"] = str(tmp_path / "gone" / "queue_metrics.csv")
+    (home / "models" / "predictor_lgbm.json").write_text(json.dumps(recorded))
+    _on_home(home, monkeypatch)
+
+    page = open_page("predictor")
+    dataset = page.selectbox[1]
+    assert dataset.options == ["synthetic (trained on)", "another"]
+    assert dataset.value == "synthetic (trained on)"
+    shown = texts(page)
+    assert "of the dataset the model was trained on" in shown and "is not here" not in shown
+
+
+def test_a_registered_predictor_without_metadata_reads_its_data_from_its_run(on_populated):
+    """A version whose checkpoint came without the metadata file: its MLflow run's parameters
+    (``data``, ``data_fingerprint``) say what it was trained on."""
+    from dashboard.data import predictor
+    from ml.predictor.data import fingerprint
+
+    champion = predictor.models()[0][0]
+    assert champion.version == "1"
+    assert predictor.training_data(champion, {}) == {
+        "path": str(on_populated.dataset), "fingerprint": fingerprint(on_populated.dataset)}
+    own = predictor.dataset_choices(None, predictor.datasets(), fingerprint(on_populated.dataset))
+    assert [(d.label, d.trained_on) for d in own] == [("synthetic (trained on)", True)]
 
 
 def test_predictor_page_compares_the_champion_with_the_baselines(on_populated):

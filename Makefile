@@ -34,8 +34,9 @@ up: setup
 # One pytest-xdist worker per core: many tests wait on the servers and subprocesses they start. A
 # file is the unit a worker takes, so a module's fixtures are built once. (--dist loadgroup would
 # group files sharing a session fixture, but xdist 3.8 cannot rename pytest 9's node ids to do it.)
+# Files are taken in collection order, where tests/conftest.py puts the slow ones first.
 test: setup
-	$(BIN)/python -m pytest -n auto --dist loadfile
+	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
 # The code's own rules: ruff's, and the layers of docs/architecture.md (.importlinter). .ci/run runs
 # it before the tests.

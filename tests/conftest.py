@@ -15,6 +15,15 @@ from prioritymax.settings import BUNDLED_TRACE, get_settings
 SESSION_MLFLOW_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with a test marked ``slow`` run first (longest work first). pytest-xdist hands whole
+    files to its workers in this order (``--no-loadscope-reorder`` in the Makefile: its default
+    sorts files by how many tests they hold, which put the one-test benchmark files last, and the
+    suite ended with one core running a seven-minute file alone)."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)  # stable: the order within each part stays
+
+
 @pytest.fixture(autouse=True)
 def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own PRIORITYMAX_HOME; nothing leaks into ./var."""

@@ -21,7 +21,7 @@ from tests.dashboard.chromium import Browser
 from tests.orchestration.conftest import SMALL_BUDGET
 from tests.test_up import port_flags, running_up, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: Dashboard pages: path, and the page's title (its h1: the sidebar names every page).
 PAGES = [("", "PriorityMax Workbench"), ("runs", "Runs"), ("models", "Models"), ("autoscaler", "Autoscaler"),

@@ -133,6 +133,7 @@ def execute(name: str, home: Path, kernel_path: str | None, monkeypatch) -> tupl
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_on_the_small_budget(name, tmp_path, kernel_path, monkeypatch, record_property):
     home = tmp_path / "home"

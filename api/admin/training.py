@@ -9,6 +9,8 @@ while the webserver is down."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -96,6 +98,39 @@ def run_logs(instance: dg.DagsterInstance, run_id: str, after: int, limit: int) 
     } for i, entry in enumerate(entries)]
 
 
+#: How long a cancel of a queued run is watched for the dequeuer's race (below).
+CANCEL_WATCH_SECONDS = 30.0
+
+
 def cancel(instance: dg.DagsterInstance, run_id: str) -> bool:
-    """Ask the run coordinator to cancel (a queued run is dropped, a started one terminated)."""
-    return instance.run_coordinator.cancel_run(run_id)
+    """Ask the run coordinator to cancel (a queued run is dropped, a started one terminated).
+
+    Dropping a queued run races with the daemon's dequeuer (dagster-io/dagster#3323): a run it
+    dequeues in the same moment starts anyway, and the cancel is lost (the run ended SUCCESS here,
+    once in a few hundred cancels). So a run cancelled from the queue is watched for a while by
+    :func:`_finish_cancel`, which terminates it through the run launcher if it starts after all.
+    """
+    run = instance.get_run_by_id(run_id)
+    requested = instance.run_coordinator.cancel_run(run_id)
+    if requested and run is not None and run.status == dg.DagsterRunStatus.QUEUED:
+        threading.Thread(target=_finish_cancel, args=(instance, run_id), daemon=True,
+                         name=f"cancel-{run_id[:8]}").start()
+    return requested
+
+
+def _finish_cancel(instance: dg.DagsterInstance, run_id: str, seconds: float = CANCEL_WATCH_SECONDS) -> None:
+    """Terminate ``run_id`` if the dequeuer starts it after it was cancelled from the queue (its
+    status then goes from CANCELED back to STARTING and STARTED)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run is None:
+            return
+        # STARTING has no run worker to stop yet: terminate once it is STARTED.
+        if run.status == dg.DagsterRunStatus.STARTED and instance.run_launcher.terminate(run_id):
+            log.info("run %s started after it was cancelled from the queue: terminated", run_id)
+            return
+        if run.is_finished and run.status != dg.DagsterRunStatus.CANCELED:
+            log.warning("run %s, cancelled from the queue, ended %s", run_id, run.status.value)
+            return
+        time.sleep(0.5)

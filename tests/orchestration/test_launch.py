@@ -26,7 +26,7 @@ from pmx.processes import group_alive
 from prioritymax.settings import REPO_ROOT, Settings
 from tests.api.conftest import free_port, start_server, stop_server, wait_until_answers
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BIN = Path(sys.executable).parent
 WORKSPACE = str(REPO_ROOT / "workspace.yaml")

@@ -9,7 +9,7 @@ import pytest
 from tests.ml.predictor.test_commands import ok, trainer
 from tests.ml.predictor.test_registry import pmx
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 QUICK = ("--epochs", "2", "--steps", "512", "--num-envs", "4", "--eval-every", "1",
          "--eval-episodes", "2")

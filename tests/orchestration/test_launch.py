@@ -182,6 +182,13 @@ def test_the_admin_api_launches_training_through_dagster(location):
             assert bad.status_code == 422 and "nope" in bad.text
 
             training = operator.post("/admin/training/train_rl_job", json={}, timeout=120).json()
+            # Cancelled once started: a cancel while the daemon dequeues it races in Dagster itself
+            # (dagster#3323; the API then terminates the run when it starts, which ends FAILURE).
+            deadline = time.monotonic() + 180
+            status_url = f"/admin/training/runs/{training['run_id']}"
+            while (run := operator.get(status_url).json())["status"] != "STARTED":
+                assert time.monotonic() < deadline and not run["finished"], f"{run['status']}, not STARTED"
+                time.sleep(0.5)
             cancelled = operator.post(f"/admin/training/runs/{training['run_id']}/cancel")
             assert cancelled.status_code == 200 and cancelled.json()["cancel_requested"]
             deadline = time.monotonic() + 180

@@ -132,11 +132,6 @@ def overview() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["worker", "url", "up", "status", "rl_agent", "predictor", "detail"])
 
 
-#: The replay's timeline columns plotted (a step's queue columns are ``queue_<class>``).
-REPLAY_COLUMNS = ["trace_time", "arrival_rate", "workers", "hpa_workers", "mode", "policy_version", "reason",
-                  "cost", "sla_penalty", "hpa_cost", "hpa_sla_penalty"]
-
-
 @st.cache_data(ttl=1, show_spinner=False)
 def replay_timeline(limit: int = 720) -> pd.DataFrame | None:
     """The live replay's latest ``limit`` steps (``pmx replay``'s timeline in the data home),

@@ -13,7 +13,6 @@ dashboard's Autoscaler page plots: load, both pools, queue per class, the decisi
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from ml.sim.config import SimConfig
 from ml.sim.policies import HPAPolicy
 from ml.sim.traffic import RateSeries
 from ml.sim.vec_env import PriorityMaxVecEnv
+from prioritymax.files import append_jsonl, atomic_write_bytes
 
 #: The replayed pool is env 0 of the pair, the HPA twin env 1.
 SERVED, TWIN = 0, 1
@@ -39,7 +39,8 @@ DEFAULT_SPEED = 60.0
 Decide = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def reading_from(info: dict[str, np.ndarray], env: int, config: SimConfig, tenant: str) -> dict[str, Any]:
+def reading_from(info: dict[str, np.ndarray], env: int, config: SimConfig,
+                 tenant: str | None) -> dict[str, Any]:
     """Env ``env``'s state as the JSON body of ``POST /autoscaler/decide``."""
     return {
         "tenant": tenant,
@@ -57,15 +58,10 @@ def pool_of(info: dict[str, np.ndarray], env: int) -> int:
 
 
 def action_toward(config: SimConfig, current: int, target: int) -> int:
-    """The action whose delta lands the pool nearest ``target`` (the worker may run another
-    configuration's deltas; one step moves the pool as far as this simulator allows)."""
-    return min(range(len(config.scale_deltas)), key=lambda action: (
-        abs(clip_pool(config, current + config.scale_deltas[action]) - target),
-        abs(config.scale_deltas[action])))  # of equal landings (at a bound), the smallest move
-
-
-def clip_pool(config: SimConfig, workers: int) -> int:
-    return min(max(workers, config.min_workers), config.max_workers)
+    """The action that moves the pool toward ``target`` as far as one step allows (the worker may
+    run another configuration's deltas), as the rules of :mod:`ml.sim.policies` do."""
+    target = min(max(target, config.min_workers), config.max_workers)
+    return int(config.action_for_delta(np.asarray(target - current)))
 
 
 def worker_decide(url: str, token: str | None = None, timeout: float = 10.0) -> Decide:
@@ -146,7 +142,6 @@ class TraceReplay:
             "workers": pool_of(info, SERVED),
             "target_workers": int(decision["target_workers"]),
             "hpa_workers": pool_of(info, TWIN),
-            "hpa_target_workers": clip_pool(cfg, pool_of(info, TWIN) + cfg.scale_deltas[hpa_action]),
             **{f"queue_{name}": q for name, q in reading["queue"].items()},
             **{f"hpa_queue_{name}": float(q) for name, q in zip(cfg.class_names, info["queue"][TWIN],
                                                                  strict=True)},
@@ -182,14 +177,11 @@ class Timeline:
         self._lines = 0
 
     def append(self, entry: dict[str, Any]) -> None:
-        with self.path.open("a") as sink:
-            sink.write(json.dumps(entry) + "\n")
+        append_jsonl(self.path, entry)
         self._lines += 1
         if self._lines >= 2 * self.keep:
             kept = self.path.read_text().splitlines()[-self.keep:]
-            scratch = self.path.with_suffix(".tmp")
-            scratch.write_text("\n".join(kept) + "\n")
-            scratch.replace(self.path)
+            atomic_write_bytes(self.path, ("\n".join(kept) + "\n").encode())
             self._lines = len(kept)
 
 

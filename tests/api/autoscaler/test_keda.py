@@ -17,6 +17,7 @@ from api.autoscaler.keda.scaler import serve, stop
 from api.autoscaler.pool_exporter import PoolExporter
 from api.autoscaler.schemas import Reading
 from api.autoscaler.worker import AutoscalerWorker
+from ml.sim.replay import reading_from
 from ml.sim.vec_env import PriorityMaxVecEnv
 from prioritymax.settings import BUNDLED_TRACE, get_settings
 from tests.api.autoscaler.support import READING, register_policies
@@ -172,16 +173,6 @@ def test_the_hpa_formula(current, value, tolerance, expected):
     assert replicas == expected
 
 
-def reading_of(info: dict[str, np.ndarray], classes: tuple[str, ...]) -> Reading:
-    """The simulator's state as a POSTed reading would carry it."""
-    return Reading(queue={c: float(q) for c, q in zip(classes, info["queue"][0], strict=True)},
-                   arrival_rate=float(info["arrival_rate"][0]),
-                   arrival_rate_smoothed=float(info["arrival_rate_smoothed"][0]),
-                   active_workers=int(info["active_workers"][0]),
-                   warming_workers=int(info["warming_workers"][0]),
-                   utilization=float(info["utilization"][0]))
-
-
 def action_for(config, current: int, replicas: int) -> int:
     """The simulator's action that takes a pool of ``current`` to ``replicas``."""
     for index, delta in enumerate(config.scale_deltas):
@@ -216,7 +207,7 @@ def test_a_pool_scaled_by_keda_follows_the_policys_own_decisions(cluster):
     rng = np.random.default_rng(0)  # a residual policy acts greedily: no draw is made
 
     def policy_in_the_simulator(step, info):
-        reading = reading_of(info, config.class_names)
+        reading = Reading(**reading_from(info, 0, config, tenant=None))  # as `pmx replay` posts it
         _, delta, _, _ = decide.policy_step(served, reading, rng)
         return decide.target(config, reading, delta)
 
